@@ -1,0 +1,146 @@
+"""The measured failure, reproduced with real loop-affine clients against real local servers.
+
+A module-level client cached on first use (the production shape of an LLM SDK) is bound to the
+loop it first ran on. ``isolated`` mode (a fresh loop per call) breaks it; ``shared`` mode
+(one loop per process) never does, and reuses keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from google import genai
+from google.genai import types
+
+from modelhub.serving import AsyncExecutor
+from tests.support.http_servers import echo_app, gemini_app, serve_app
+
+THREADS, CALLS_PER_THREAD = 20, 10
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hammer(call: Callable[[str], Any]) -> tuple[list[Any], list[BaseException]]:
+    """THREADS threads x CALLS_PER_THREAD calls, started together."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(THREADS)
+
+    def worker(index: int) -> None:
+        barrier.wait(10)
+        for n in range(CALLS_PER_THREAD):
+            try:
+                value = call(f"{index}-{n}")
+            except Exception as exc:  # noqa: BLE001 - every failure is counted
+                with lock:
+                    errors.append(exc)
+            else:
+                with lock:
+                    results.append(value)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results, errors
+
+
+class ModuleLevelSession:
+    """Like an SDK's module-level client: one aiohttp session, created lazily on first use."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.session: aiohttp.ClientSession | None = None
+
+    async def echo(self, value: str) -> str:
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        async with self.session.get(f"{self.base_url}/echo", params={"value": value}) as response:
+            response.raise_for_status()
+            body = await response.json()
+            return str(body["value"])
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+@pytest.mark.slow
+def test_shared_mode_aiohttp_session_has_no_failures_and_reuses_connections(
+    make_executor: Callable[..., AsyncExecutor], caplog: pytest.LogCaptureFixture
+) -> None:
+    executor = make_executor("shared")
+    with serve_app(echo_app(delay=0.01)) as server:
+        client = ModuleLevelSession(server.base_url)
+        try:
+            results, errors = hammer(lambda value: executor.run(client.echo, value, timeout=30))
+        finally:
+            executor.run(client.close)
+        assert errors == []
+        assert len(results) == THREADS * CALLS_PER_THREAD
+        assert server.stats.requests == THREADS * CALLS_PER_THREAD
+        assert server.stats.connections <= THREADS
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "async_retry"]
+
+
+@pytest.mark.slow
+def test_isolated_mode_reproduces_event_loop_is_closed() -> None:
+    """Runs in a subprocess: the broken session leaks sockets, which is the bug itself."""
+    with serve_app(echo_app(delay=0.01)) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.support.isolated_mode_failure", server.base_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            cwd=ROOT,
+        )
+    report = json.loads(done.stdout)
+    assert report["ok"] + len(report["errors"]) == THREADS * CALLS_PER_THREAD
+    assert any("RuntimeError: Event loop is closed" in e for e in report["errors"]), report[
+        "errors"
+    ][:3]
+    retries = [e for e in report["events"] if e["event"] == "async_retry"]
+    assert retries
+    assert {(e["level"], e["mode"]) for e in retries} == {("WARNING", "isolated")}
+    assert any(e["event"] == "async_failed" and e["level"] == "ERROR" for e in report["events"])
+
+
+@pytest.mark.slow
+def test_shared_mode_real_google_genai_client_has_no_failures(
+    make_executor: Callable[..., AsyncExecutor], caplog: pytest.LogCaptureFixture
+) -> None:
+    executor = make_executor("shared")
+    with serve_app(gemini_app()) as server:
+        client = genai.Client(
+            api_key="test-key-not-secret",
+            http_options=types.HttpOptions(base_url=server.base_url),
+        )
+
+        async def ask(prompt: str) -> str:
+            response = await client.aio.models.generate_content(
+                model="gemini-2.0-flash", contents=prompt
+            )
+            return response.text or ""
+
+        try:
+            results, errors = hammer(lambda value: executor.run(ask, value, timeout=30))
+        finally:
+            executor.run(client.aio.aclose)
+            client.close()
+        assert errors == []
+        assert sorted(results) == sorted(
+            f"echo: {i}-{n}" for i in range(THREADS) for n in range(CALLS_PER_THREAD)
+        )
+        assert server.stats.requests == THREADS * CALLS_PER_THREAD
+        assert server.stats.connections <= THREADS
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "async_retry"]
