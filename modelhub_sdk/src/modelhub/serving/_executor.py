@@ -51,13 +51,24 @@ _CANCEL_GRACE = 0.02
 class _Work(Generic[T]):
     """What one call runs: a function to call per attempt, or a single awaitable."""
 
-    __slots__ = ("_args", "_awaitable", "_fn", "_kwargs", "name")
+    __slots__ = (
+        "_args",
+        "_awaitable",
+        "_fn",
+        "_kwargs",
+        "_label",
+        "attempts",
+        "deadline",
+        "max_attempts",
+    )
 
     def __init__(
         self,
         target: Callable[..., Awaitable[T]] | Awaitable[T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        max_attempts: int,
+        deadline: float | None,
     ) -> None:
         self._fn: Callable[..., Awaitable[T]] | None
         self._awaitable: Awaitable[T] | None
@@ -68,20 +79,23 @@ class _Work(Generic[T]):
                     "arguments instead (run_async(fn, *args)), which can also be retried."
                 )
             self._fn, self._awaitable = None, target
-            self.name = getattr(target, "__qualname__", type(target).__qualname__)
+            self._label = getattr(target, "__qualname__", type(target).__qualname__)
+            max_attempts = 1  # an awaitable can be awaited once; only a function can be retried
         elif callable(target):
             self._fn, self._awaitable = target, None
-            self.name = _describe(target)
         else:
             raise TypeError(
                 f"run_async() needs an async function or an awaitable, not {type(target).__name__}."
             )
         self._args, self._kwargs = args, kwargs
+        self.max_attempts = max_attempts
+        self.deadline = deadline
+        self.attempts = 0
 
     @property
-    def retryable(self) -> bool:
-        """An awaitable can be awaited once; only a function can be called again."""
-        return self._fn is not None
+    def name(self) -> str:
+        """What the logs call it: ``module.qualname`` of the function (computed only for logs)."""
+        return self._label if self._fn is None else _describe(self._fn)
 
     def make(self) -> Awaitable[T]:
         if self._fn is None:
@@ -111,48 +125,46 @@ def _describe(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}" if module else name
 
 
-class _Submission:
-    """One coroutine submitted to the shared loop from another thread."""
-
-    __slots__ = ("_loop", "_task", "_work", "future")
+class _CallFuture(concurrent.futures.Future[Any]):
+    """The caller's side of one coroutine submitted to the shared loop from another thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, work: _Work[Any]) -> None:
+        super().__init__()
         self._loop = loop
         self._work = work
         self._task: asyncio.Future[Any] | None = None
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def start(self) -> None:
         """Runs on the loop thread, inside the caller's copied context (the task inherits it)."""
-        if not self.future.set_running_or_notify_cancel():
+        if not self.set_running_or_notify_cancel():
             self._work.discard()
             return
         try:
             self._task = asyncio.ensure_future(self._work.make())
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            self.future.set_exception(exc)
+            self.set_exception(exc)
             return
         self._task.add_done_callback(self._finish)
 
     def _finish(self, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
-            self.future.set_exception(concurrent.futures.CancelledError())
+            self.set_exception(concurrent.futures.CancelledError())
             return
         exc = task.exception()
         if exc is not None:
-            self.future.set_exception(exc)
+            self.set_exception(exc)
         else:
-            self.future.set_result(task.result())
+            self.set_result(task.result())
 
-    def cancel(self) -> None:
+    def cancel_task(self) -> None:
         """Cancel from any thread: before it starts, or as a task in the loop."""
-        if self.future.cancel():
+        if self.cancel():
             return
         # A RuntimeError means the loop is already closed: nothing is left to cancel.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._cancel_task)
+            self._loop.call_soon_threadsafe(self._cancel_in_loop)
 
-    def _cancel_task(self) -> None:
+    def _cancel_in_loop(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
@@ -212,14 +224,14 @@ class _LoopThread:
     def is_current_thread(self) -> bool:
         return threading.get_ident() == self.thread.ident
 
-    def submit(self, work: _Work[Any]) -> _Submission:
-        submission = _Submission(self.loop, work)
+    def submit(self, work: _Work[Any]) -> _CallFuture:
+        future = _CallFuture(self.loop, work)
         try:
-            self.loop.call_soon_threadsafe(submission.start, context=contextvars.copy_context())
+            self.loop.call_soon_threadsafe(future.start, context=contextvars.copy_context())
         except RuntimeError as exc:  # closed between the check and the call
             work.discard()
             raise ExecutorClosedError("The executor's event loop was shut down.") from exc
-        return submission
+        return future
 
     def stop(self, timeout: float) -> None:
         try:
@@ -298,6 +310,12 @@ class AsyncExecutor:
         self._loop_thread: _LoopThread | None = None
         self._closed = False
         self._warned_sites: set[tuple[str, int]] = set()
+        # One retry policy per executor, shared by all calls: tenacity keeps per-call state in
+        # the RetryCallState and the rest thread-locally, and the policy reads the call's
+        # _Work from the state's arguments. Building one per call cost ~25 µs.
+        policy = self._policy()
+        self._retrying = tenacity.Retrying(sleep=sleep, **policy)
+        self._async_retrying = tenacity.AsyncRetrying(sleep=async_sleep, **policy)
         _live_executors.add(self)
 
     # -- the original class-level API, on the default executor -------------------------------
@@ -382,28 +400,27 @@ class AsyncExecutor:
         # Typing note: ``timeout`` sits between *args and **kwargs, which PEP 612 forbids for a
         # ParamSpec, so the arguments are ``Any``; the result type is still checked.
         self._check_open()
-        work = _Work(fn, args, kwargs)
-        deadline = self._deadline(timeout)
+        work = _Work(fn, args, kwargs, self.config.max_attempts, self._deadline(timeout))
         caller_loop = _running_loop()
         if caller_loop is not None:
             self._check_blocking_call(caller_loop)
         attempt = self._attempt_shared if self.config.mode == "shared" else self._attempt_isolated
         started = time.monotonic()
         outcome: CallOutcome = "error"
-        retrying = tenacity.Retrying(sleep=self._sleep, **self._policy(work, deadline))
         try:
-            result: T = retrying(attempt, work, deadline)
+            result: T = self._with_retries(attempt, work)
             outcome = "ok"
         except ExecutorTimeoutError:
             outcome = "timeout"
             self._emit(self.hooks.on_timeout, self.mode)
             raise
         except BaseException as exc:
-            self._log_failure(work, retrying.statistics.get("attempt_number", 1), exc)
+            self._log_failure(work, exc)
             raise
         finally:
             self._emit(self.hooks.on_call, self.mode, outcome, time.monotonic() - started)
-        self._log_recovery(work, retrying.statistics.get("attempt_number", 1))
+        if work.attempts > 1:
+            self._log_recovery(work)
         return result
 
     async def arun(
@@ -422,24 +439,23 @@ class AsyncExecutor:
             return await asyncio.to_thread(
                 functools.partial(self.run, fn, *args, timeout=timeout, **kwargs)
             )
-        work = _Work(fn, args, kwargs)
-        deadline = self._deadline(timeout)
+        work = _Work(fn, args, kwargs, self.config.max_attempts, self._deadline(timeout))
         started = time.monotonic()
         outcome: CallOutcome = "error"
-        retrying = tenacity.AsyncRetrying(sleep=self._async_sleep, **self._policy(work, deadline))
         try:
-            result: T = await retrying(self._aattempt_shared, work, deadline)
+            result: T = await self._with_async_retries(self._aattempt_shared, work)
             outcome = "ok"
         except ExecutorTimeoutError:
             outcome = "timeout"
             self._emit(self.hooks.on_timeout, self.mode)
             raise
         except BaseException as exc:
-            self._log_failure(work, retrying.statistics.get("attempt_number", 1), exc)
+            self._log_failure(work, exc)
             raise
         finally:
             self._emit(self.hooks.on_call, self.mode, outcome, time.monotonic() - started)
-        self._log_recovery(work, retrying.statistics.get("attempt_number", 1))
+        if work.attempts > 1:
+            self._log_recovery(work)
         return result
 
     def ping(self, timeout: float = 1.0) -> float:
@@ -496,24 +512,74 @@ class AsyncExecutor:
 
     # -- attempts ----------------------------------------------------------------------------
 
-    def _attempt_shared(self, work: _Work[T], deadline: float | None) -> T:
-        remaining = _remaining(deadline)
-        loop_thread = self._ensure_loop()
-        submission = loop_thread.submit(work)
+    # The first attempt runs without tenacity: it succeeds almost always, and tenacity's
+    # bookkeeping cost more than the rest of a call. When it fails with a loop error, tenacity
+    # takes over from there: its first "attempt" re-raises that failure, so every decision
+    # (retry, back-off, stop, logging) is still tenacity's, with the right attempt numbers.
+
+    def _with_retries(self, attempt: Callable[[_Work[T]], T], work: _Work[T]) -> T:
         try:
-            done, _ = concurrent.futures.wait([submission.future], timeout=remaining)
-        except BaseException:  # KeyboardInterrupt in the main thread: do not leave the task running
-            submission.cancel()
-            raise
-        if not done:
-            submission.cancel()
-            concurrent.futures.wait([submission.future], timeout=_CANCEL_GRACE)
-            raise self._timeout_error(work)
-        result: T = submission.future.result()
+            return attempt(work)
+        except BaseException as exc:
+            if work.max_attempts <= 1 or not is_loop_error(exc):
+                raise
+            first_failure: BaseException | None = exc
+
+        def replay_then_attempt(work: _Work[T]) -> T:
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return attempt(work)
+
+        result: T = self._retrying(replay_then_attempt, work)
         return result
 
-    def _attempt_isolated(self, work: _Work[T], deadline: float | None) -> T:
-        remaining = _remaining(deadline)
+    async def _with_async_retries(
+        self, attempt: Callable[[_Work[T]], Awaitable[T]], work: _Work[T]
+    ) -> T:
+        try:
+            return await attempt(work)
+        except BaseException as exc:
+            if work.max_attempts <= 1 or not is_loop_error(exc):
+                raise
+            first_failure: BaseException | None = exc
+
+        async def replay_then_attempt(work: _Work[T]) -> T:
+            nonlocal first_failure
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
+            return await attempt(work)
+
+        result: T = await self._async_retrying(replay_then_attempt, work)
+        return result
+
+    def _attempt_shared(self, work: _Work[T]) -> T:
+        work.attempts += 1
+        remaining = _remaining(work.deadline)
+        loop_thread = self._ensure_loop()
+        future = loop_thread.submit(work)
+        try:
+            result: T = future.result(remaining)
+            return result
+        except TimeoutError:
+            if future.done():  # the coroutine's own TimeoutError, or a result just in time
+                late: T = future.result()
+                return late
+            future.cancel_task()
+            concurrent.futures.wait([future], timeout=_CANCEL_GRACE)
+            raise self._timeout_error(work) from None
+        except BaseException:
+            # The coroutine's own exception passes through untouched; KeyboardInterrupt in the
+            # main thread must not leave the task running.
+            if not future.done():
+                future.cancel_task()
+            raise
+
+    def _attempt_isolated(self, work: _Work[T]) -> T:
+        work.attempts += 1
+        remaining = _remaining(work.deadline)
 
         async def main() -> T:
             awaitable = work.make()
@@ -535,8 +601,9 @@ class AsyncExecutor:
         with concurrent.futures.ThreadPoolExecutor(1, "modelhub-isolated-call") as pool:
             return pool.submit(context.run, asyncio.run, main()).result()
 
-    async def _aattempt_shared(self, work: _Work[T], deadline: float | None) -> T:
-        remaining = _remaining(deadline)
+    async def _aattempt_shared(self, work: _Work[T]) -> T:
+        work.attempts += 1
+        remaining = _remaining(work.deadline)
         loop_thread = self._ensure_loop()
         if asyncio.get_running_loop() is loop_thread.loop:
             try:
@@ -546,16 +613,16 @@ class AsyncExecutor:
                 if scope.expired():
                     raise self._timeout_error(work) from None
                 raise
-        submission = loop_thread.submit(work)
-        waiter = asyncio.wrap_future(submission.future)
+        future = loop_thread.submit(work)
+        waiter = asyncio.wrap_future(future)
         waiter.add_done_callback(_consume_exception)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=remaining)
         except BaseException:  # the awaiting task was cancelled: cancel the call too
-            submission.cancel()
+            future.cancel_task()
             raise
         if not done:
-            submission.cancel()
+            future.cancel_task()
             await asyncio.wait({waiter}, timeout=_CANCEL_GRACE)
             raise self._timeout_error(work)
         result: T = waiter.result()
@@ -628,100 +695,87 @@ class AsyncExecutor:
             f"{work.name} did not finish before its deadline; its task was cancelled."
         )
 
-    def _policy(self, work: _Work[Any], deadline: float | None) -> dict[str, Any]:
-        """Retry policy shared by the sync and async paths."""
+    def _policy(self) -> dict[str, Any]:
+        """The retry policy, shared by the sync and async paths. Per-call values (attempts
+        allowed, deadline) come from the call's ``_Work``, the first argument of each attempt."""
         config = self.config
         backoff = tenacity.wait_exponential_jitter(
             initial=config.retry_initial_wait, max=config.retry_max_wait, jitter=config.retry_jitter
         )
 
+        def stop(state: tenacity.RetryCallState) -> bool:
+            work: _Work[Any] = state.args[0]
+            return state.attempt_number >= work.max_attempts
+
         def wait(state: tenacity.RetryCallState) -> float:
+            work: _Work[Any] = state.args[0]
             delay = float(backoff(state))
-            remaining = _remaining(deadline)
+            remaining = _remaining(work.deadline)  # raises once the deadline has passed
             return delay if remaining is None else min(delay, remaining)
 
-        attempts = config.max_attempts if work.retryable else 1
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            work: _Work[Any] = state.args[0]
+            exc = state.outcome.exception() if state.outcome is not None else None
+            reason = self._log_event(logging.WARNING, "async_retry", work, exc)
+            self._emit(self.hooks.on_retry, self.mode, reason or "unknown")
+
         return {
-            "stop": tenacity.stop_after_attempt(attempts),
+            "stop": stop,
             "wait": wait,
             "retry": tenacity.retry_if_exception(is_loop_error),
             "reraise": True,
-            "before_sleep": functools.partial(self._log_retry, work, attempts),
+            "before_sleep": before_sleep,
         }
 
-    def _log_retry(self, work: _Work[Any], attempts: int, state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        reason = loop_error_reason(exc) if exc is not None else None
-        error = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown"
-        request_id = request_id_var.get()
-        logger.warning(
-            "async_retry function=%s attempt=%d max_attempts=%d mode=%s request_id=%s error=%s",
-            work.name,
-            state.attempt_number,
-            attempts,
-            self.mode,
-            request_id,
-            error,
-            extra={
-                "event": "async_retry",
-                "function": work.name,
-                "attempt": state.attempt_number,
-                "max_attempts": attempts,
-                "error": error,
-                "reason": reason,
-                "mode": self.mode,
-                "request_id": request_id,
-            },
-        )
-        self._emit(self.hooks.on_retry, self.mode, reason or "unknown")
-
-    def _log_failure(self, work: _Work[Any], attempts_made: int, exc: BaseException) -> None:
+    def _log_failure(self, work: _Work[Any], exc: BaseException) -> None:
         """One ERROR when retries did not save the call, or a loop error ended its last attempt.
         Other exceptions belong to the caller and are not logged here."""
-        reason = loop_error_reason(exc)
-        if attempts_made <= 1 and reason is None:
+        if work.attempts <= 1 and not is_loop_error(exc):
             return
+        reason = self._log_event(logging.ERROR, "async_failed", work, exc, traceback=True)
+        self._emit(self.hooks.on_failure, self.mode, reason or "other")
+
+    def _log_recovery(self, work: _Work[Any]) -> None:
+        self._log_event(logging.INFO, "async_recovered", work)
+        self._emit(self.hooks.on_recovered, self.mode)
+
+    def _log_event(
+        self,
+        level: int,
+        event: str,
+        work: _Work[Any],
+        exc: BaseException | None = None,
+        *,
+        traceback: bool = False,
+    ) -> str | None:
+        """One log line with a stable event name and fields, for grep and for JSON formatters.
+        Returns the loop-error reason code of ``exc``, if any."""
         request_id = request_id_var.get()
-        error = f"{type(exc).__name__}: {exc}"
-        logger.error(
-            "async_failed function=%s attempts=%d mode=%s request_id=%s error=%s",
+        error = f"{type(exc).__name__}: {exc}" if exc is not None else None
+        reason = loop_error_reason(exc) if exc is not None else None
+        logger.log(
+            level,
+            "%s function=%s attempt=%d max_attempts=%d mode=%s request_id=%s error=%s",
+            event,
             work.name,
-            attempts_made,
+            work.attempts,
+            work.max_attempts,
             self.mode,
             request_id,
             error,
-            exc_info=exc,
+            exc_info=exc if traceback else None,
             extra={
-                "event": "async_failed",
+                "event": event,
                 "function": work.name,
-                "attempt": attempts_made,
-                "max_attempts": self.config.max_attempts if work.retryable else 1,
+                "attempt": work.attempts,
+                "max_attempts": work.max_attempts,
                 "error": error,
                 "reason": reason,
                 "mode": self.mode,
                 "request_id": request_id,
             },
         )
-        self._emit(self.hooks.on_failure, self.mode, reason or "other")
-
-    def _log_recovery(self, work: _Work[Any], attempts_made: int) -> None:
-        if attempts_made <= 1:
-            return
-        logger.info(
-            "async_recovered function=%s attempts=%d mode=%s request_id=%s",
-            work.name,
-            attempts_made,
-            self.mode,
-            request_id_var.get(),
-            extra={
-                "event": "async_recovered",
-                "function": work.name,
-                "attempt": attempts_made,
-                "mode": self.mode,
-                "request_id": request_id_var.get(),
-            },
-        )
-        self._emit(self.hooks.on_recovered, self.mode)
+        return reason
 
     def _report_lag(self, lag: float) -> None:
         self._emit(self.hooks.on_loop_lag, lag)
