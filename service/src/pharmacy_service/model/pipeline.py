@@ -1,0 +1,234 @@
+"""The async screening pipeline: parse rows, screen each, write notes concurrently across rows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelhub.serving import request_id_var
+
+from .errors import InvalidInputError, LLMUnavailableError
+from .knowledge import KnowledgeBase
+from .llm import LLMObserver, NoteBackend, observed_call
+from .notes import build_prompt, is_grounded, template_note
+from .screening import Screener, ScreeningResult
+
+__all__ = ["MAX_MEDICATIONS", "MAX_NAME_LENGTH", "MAX_ROWS", "Pipeline", "Row", "parse_rows"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ROWS = 1000
+MAX_MEDICATIONS = 200
+MAX_NAME_LENGTH = 200
+MAX_QUESTION_LENGTH = 2000
+_SPLIT = re.compile(r"[,;\n]")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    patient_id: str
+    medications: list[str]
+    question: str | None = None
+
+
+def parse_rows(data: Any) -> list[Row]:
+    """Rows from a pandas DataFrame, a list of mappings, or one mapping.
+
+    Raises :class:`InvalidInputError` naming the row and field that is wrong.
+    """
+    records: list[Any]
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a pandas DataFrame
+        records = data.to_dict(orient="records")
+    elif isinstance(data, Mapping):
+        records = [data]
+    elif isinstance(data, list | tuple):
+        records = list(data)
+    else:
+        raise InvalidInputError(
+            f"expected rows (a table or a list of objects), got {type(data).__name__}"
+        )
+    if not records:
+        raise InvalidInputError("no rows: send at least one patient", field="rows")
+    if len(records) > MAX_ROWS:
+        raise InvalidInputError(
+            f"{len(records)} rows is more than the {MAX_ROWS} allowed per request", field="rows"
+        )
+    return [_parse_row(i, record) for i, record in enumerate(records)]
+
+
+def _parse_row(index: int, record: Any) -> Row:
+    where = f"rows[{index}]"
+    if not isinstance(record, Mapping):
+        raise InvalidInputError(
+            f"{where} must be an object, got {type(record).__name__}", field=where
+        )
+    unknown = set(record) - {"patient_id", "medications", "question"}
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has unknown fields {sorted(map(str, unknown))}; "
+            "expected patient_id, medications, question",
+            field=f"{where}.{sorted(map(str, unknown))[0]}",
+        )
+    patient_id = record.get("patient_id")
+    if isinstance(patient_id, bool) or _missing(patient_id):
+        raise InvalidInputError(f"{where}.patient_id is required", field=f"{where}.patient_id")
+    if isinstance(patient_id, int):
+        patient_id = str(patient_id)
+    if not isinstance(patient_id, str) or not patient_id.strip() or len(patient_id) > 128:
+        raise InvalidInputError(
+            f"{where}.patient_id must be a non-empty string of at most 128 characters",
+            field=f"{where}.patient_id",
+        )
+    medications = _parse_medications(where, record.get("medications"))
+    question = record.get("question")
+    if _missing(question):
+        question = None
+    elif not isinstance(question, str):
+        raise InvalidInputError(
+            f"{where}.question must be a string, got {type(question).__name__}",
+            field=f"{where}.question",
+        )
+    elif len(question) > MAX_QUESTION_LENGTH:
+        raise InvalidInputError(
+            f"{where}.question is longer than {MAX_QUESTION_LENGTH} characters",
+            field=f"{where}.question",
+        )
+    return Row(patient_id.strip(), medications, question.strip() or None if question else None)
+
+
+def _parse_medications(where: str, value: Any) -> list[str]:
+    field = f"{where}.medications"
+    items: Iterable[Any]
+    if _missing(value):
+        raise InvalidInputError(f"{field} is required", field=field)
+    if isinstance(value, str):
+        items = _SPLIT.split(value)
+    elif isinstance(value, list | tuple) or hasattr(value, "tolist"):
+        items = value.tolist() if hasattr(value, "tolist") else value
+    else:
+        raise InvalidInputError(
+            f"{field} must be a list of strings or a comma-separated string, "
+            f"got {type(value).__name__}",
+            field=field,
+        )
+    names: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidInputError(
+                f"{field}[{i}] must be a string, got {type(item).__name__}", field=f"{field}[{i}]"
+            )
+        if len(item) > MAX_NAME_LENGTH:
+            raise InvalidInputError(
+                f"{field}[{i}] is longer than {MAX_NAME_LENGTH} characters", field=f"{field}[{i}]"
+            )
+        if item.strip():
+            names.append(item.strip())
+    if len(names) > MAX_MEDICATIONS:
+        raise InvalidInputError(
+            f"{field} lists {len(names)} medications; at most {MAX_MEDICATIONS} are screened per row",
+            field=field,
+        )
+    return names
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Pipeline:
+    """Screens rows and writes one note per row, the LLM calls running concurrently."""
+
+    def __init__(
+        self,
+        knowledge: KnowledgeBase,
+        backend: NoteBackend | None = None,
+        *,
+        strict: bool = False,
+        max_concurrency: int = 8,
+        observer: LLMObserver | None = None,
+    ) -> None:
+        self.screener = Screener(knowledge)
+        self.backend = backend
+        self.strict = strict
+        self.max_concurrency = max_concurrency
+        self.observer = observer if observer is not None else LLMObserver()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name if self.backend is not None else "template"
+
+    async def run(self, rows: list[Row]) -> list[dict[str, Any]]:
+        results = [self.screener.screen(row.medications) for row in rows]
+        if self.backend is None:
+            return [
+                self._output(row, result, template_note(result, row.question), "template")
+                for row, result in zip(rows, results, strict=True)
+            ]
+        limit = asyncio.Semaphore(self.max_concurrency)
+        tasks = [
+            asyncio.ensure_future(self._llm_row(limit, row, result))
+            for row, result in zip(rows, results, strict=True)
+        ]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _llm_row(
+        self, limit: asyncio.Semaphore, row: Row, result: ScreeningResult
+    ) -> dict[str, Any]:
+        assert self.backend is not None
+        async with limit:
+            note, failure = await observed_call(
+                self.backend, build_prompt(row.patient_id, result, row.question), self.observer
+            )
+        if note is not None and not is_grounded(note, result, self.screener.normalizer):
+            note, failure = None, "ungrounded"
+        if note is not None:
+            return self._output(row, result, note, "llm")
+        assert failure is not None
+        if self.strict:
+            raise LLMUnavailableError(
+                f"The LLM backend failed ({failure}) for patient {row.patient_id}; "
+                "strict mode forbids the template fallback.",
+                kind="timeout" if failure == "timeout" else "upstream",
+            )
+        self.observer.on_fallback(self.backend.name, failure)
+        logger.warning(
+            "llm_fallback backend=%s reason=%s patient_id=%s request_id=%s",
+            self.backend.name,
+            failure,
+            row.patient_id,
+            request_id_var.get(),
+            extra={"event": "llm_fallback", "backend": self.backend.name, "reason": failure},
+        )
+        return self._output(row, result, template_note(result, row.question), "fallback")
+
+    def _output(self, row: Row, result: ScreeningResult, note: str, source: str) -> dict[str, Any]:
+        return {
+            "patient_id": row.patient_id,
+            "medications_normalized": result.medications_normalized,
+            "unrecognized": result.unrecognized,
+            "interactions": [finding.as_dict() for finding in result.findings],
+            "highest_severity": result.highest_severity,
+            "counseling_note": note,
+            "note_source": source,
+            "backend": self.backend_name,
+            "normalization": [
+                {
+                    "input": m.input,
+                    "generic": m.generic,
+                    "method": m.method,
+                    "confidence": m.confidence,
+                }
+                for m in result.matches
+            ],
+        }
