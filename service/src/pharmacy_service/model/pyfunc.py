@@ -1,0 +1,76 @@
+"""The MLflow pyfunc wrapper: sync ``predict`` through AsyncExecutor, and ``apredict``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel
+
+from modelhub.serving import AsyncExecutor
+
+from .knowledge import KnowledgeBase
+from .llm import GeminiBackend, GeminiSettings, NoteBackend
+from .pipeline import Pipeline, parse_rows
+
+__all__ = ["BACKENDS", "PharmacyModel"]
+
+BACKENDS = ("template", "gemini")
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={value!r} is invalid: use true or false.")
+
+
+class PharmacyModel(PythonModel):
+    """Medication-interaction screener. Configuration is read when the model is loaded:
+
+    - ``PHARMACY_LLM_BACKEND``: ``template`` (default) or ``gemini``;
+    - ``PHARMACY_LLM_STRICT``: ``true`` turns an LLM failure into an error instead of the
+      template fallback;
+    - ``PHARMACY_LLM_TIMEOUT``, ``GEMINI_API_KEY``, ``GEMINI_BASE_URL``, ``GEMINI_MODEL``.
+    """
+
+    pipeline: Pipeline
+
+    def load_context(self, context: Any) -> None:
+        artifacts = context.artifacts
+        knowledge = KnowledgeBase.load(
+            Path(artifacts["formulary"]), Path(artifacts["interactions"])
+        )
+        config = context.model_config or {}
+        name = os.environ.get("PHARMACY_LLM_BACKEND") or str(config.get("llm_backend", "template"))
+        if name not in BACKENDS:
+            raise ValueError(
+                f"PHARMACY_LLM_BACKEND={name!r} is invalid: use one of {', '.join(BACKENDS)}."
+            )
+        backend: NoteBackend | None = None
+        if name == "gemini":
+            backend = GeminiBackend(GeminiSettings.from_env())
+        self.pipeline = Pipeline(knowledge, backend, strict=_flag("PHARMACY_LLM_STRICT"))
+
+    # pd.DataFrame on purpose: MLflow reads predict's type hints, and a `list[...]` hint would
+    # make it pass a list of the table's first column. A DataFrame hint passes the table as is.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Screen the rows. Runs the async pipeline on modelhub's shared event loop, which is
+        what makes a module-level LLM client safe from MLflow's worker threads."""
+        rows = parse_rows(model_input)
+        timeout = (params or {}).get("timeout")
+        result: list[dict[str, Any]] = AsyncExecutor.run_async(
+            self.pipeline.run, rows, timeout=float(timeout) if timeout else None
+        )
+        return result
+
+    async def apredict(self, model_input: Any, params: Any = None) -> list[dict[str, Any]]:
+        """The same contract as :meth:`predict`, for servers that can await it (run it on the
+        executor's loop: ``await executor.arun(model.apredict, rows)``)."""
+        return await self.pipeline.run(parse_rows(model_input))
