@@ -134,6 +134,9 @@ class GeminiBackend:
 
     def __init__(self, settings: GeminiSettings) -> None:
         self.settings = settings
+        # Import the SDK and build the client now, on the loading thread: doing it inside the
+        # first call would block the shared event loop for most of a second.
+        gemini_client(settings)
 
     async def note(self, prompt: str) -> str:
         from google.genai import types
