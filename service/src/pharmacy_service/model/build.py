@@ -30,7 +30,15 @@ INPUT_EXAMPLE: list[dict[str, Any]] = [
 ]
 
 # What the saved model needs at run time, pinned to the versions it was built and tested with.
-_RUNTIME = ("mlflow-skinny", "pandas", "pydantic", "google-genai", "aiohttp", "tenacity")
+_RUNTIME = (
+    "mlflow-skinny",
+    "pandas",
+    "pydantic",
+    "rapidfuzz",
+    "google-genai",
+    "aiohttp",
+    "tenacity",
+)
 
 
 def pip_requirements() -> list[str]:

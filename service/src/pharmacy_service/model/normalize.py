@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein
 
 from .knowledge import KnowledgeBase
 
@@ -13,11 +15,19 @@ __all__ = ["Match", "Normalizer"]
 
 Method = Literal["exact", "brand", "synonym", "salt_or_form", "typo"]
 
-# Typo correction: a candidate must be at least this similar (difflib ratio, 0..1) and clearly
-# better than the runner-up for another drug; shorter names need a closer match.
-TYPO_CUTOFF = 0.86
-TYPO_MARGIN = 0.04
-TYPO_MIN_LENGTH = 4
+
+# Typo correction by Damerau-Levenshtein distance (a swap of two letters counts as one edit).
+# Short names allow fewer edits; names of 4 characters or fewer are never corrected. A name as
+# close to two different drugs is left unrecognised rather than guessed.
+def max_typo_edits(length: int) -> int:
+    if length <= 4:
+        return 0
+    if length <= 7:
+        return 1
+    if length <= 11:
+        return 2
+    return 3
+
 
 _DOSE = re.compile(
     r"\b\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|ug|g|ml|mL|iu|units?|%|meq|mmol)\b(?:\s*/\s*\w+)?",
@@ -89,24 +99,21 @@ class Normalizer:
         return " ".join(words)
 
     def _typo(self, raw: str, name: str) -> Match | None:
-        if len(name) < TYPO_MIN_LENGTH:
+        edits = max_typo_edits(len(name))
+        if edits == 0:
             return None
-        cutoff = TYPO_CUTOFF if len(name) >= 7 else TYPO_CUTOFF + 0.04
-        scored = sorted(
-            (
-                (difflib.SequenceMatcher(None, name, choice).ratio(), choice)
-                for choice in difflib.get_close_matches(name, self._choices, n=5, cutoff=cutoff)
-            ),
-            reverse=True,
+        candidates = process.extract(
+            name, self._choices, scorer=DamerauLevenshtein.distance, score_cutoff=edits, limit=8
         )
-        if not scored:
+        if not candidates:
             return None
-        best_score, best = scored[0]
-        generic = self._names[best][0]
-        for score, other in scored[1:]:
-            if self._names[other][0] != generic and best_score - score < TYPO_MARGIN:
-                return None  # ambiguous between two different drugs: do not guess
-        return Match(raw, generic, "typo", round(best_score, 3))
+        best_distance = min(distance for _, distance, _ in candidates)
+        generics = {self._names[c][0] for c, distance, _ in candidates if distance == best_distance}
+        if len(generics) != 1:
+            return None  # as close to two different drugs: do not guess
+        best = next(c for c, distance, _ in candidates if distance == best_distance)
+        confidence = 1 - best_distance / max(len(name), len(best))
+        return Match(raw, generics.pop(), "typo", round(confidence, 3))
 
 
 def _clean(name: str) -> str:
