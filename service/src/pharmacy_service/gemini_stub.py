@@ -136,7 +136,10 @@ class StubServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0 picks a free port); returns the port."""
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        # In-flight answers (a 30 s "slow" fault) get 1 s to finish when the stub stops.
+        self._runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         protocol_factory = self._runner.server
         assert protocol_factory is not None

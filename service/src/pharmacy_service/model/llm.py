@@ -76,6 +76,9 @@ class GeminiSettings:
     base_url: str | None
     model: str = DEFAULT_GEMINI_MODEL
     timeout: float = 10.0
+    attempts: int = 1
+    """HTTP attempts per note inside the SDK (1: no SDK retry; a failed note falls back to the
+    template at once, within the per-call timeout)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GeminiSettings:
@@ -89,7 +92,13 @@ class GeminiSettings:
             raise ValueError(
                 f"PHARMACY_LLM_TIMEOUT={raw_timeout!r} is invalid: use a number of seconds above 0."
             )
+        raw_attempts = env.get("PHARMACY_LLM_ATTEMPTS", "").strip() or "1"
+        if not raw_attempts.isdigit() or int(raw_attempts) < 1:
+            raise ValueError(
+                f"PHARMACY_LLM_ATTEMPTS={raw_attempts!r} is invalid: use a whole number of at least 1."
+            )
         settings = cls(
+            attempts=int(raw_attempts),
             api_key=env.get("GEMINI_API_KEY") or None,
             base_url=env.get("GEMINI_BASE_URL") or None,
             model=env.get("GEMINI_MODEL") or DEFAULT_GEMINI_MODEL,
@@ -146,7 +155,10 @@ class GeminiBackend:
             system_instruction=SYSTEM_INSTRUCTION,
             temperature=0.2,
             max_output_tokens=400,
-            http_options=types.HttpOptions(timeout=int(self.settings.timeout * 1000)),
+            http_options=types.HttpOptions(
+                timeout=int(self.settings.timeout * 1000),
+                retry_options=types.HttpRetryOptions(attempts=self.settings.attempts),
+            ),
         )
         async with asyncio.timeout(self.settings.timeout):
             response = await client.aio.models.generate_content(
