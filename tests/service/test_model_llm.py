@@ -1,0 +1,238 @@
+"""The saved model, loaded by MLflow, calling the real google-genai SDK against the stub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+
+from modelhub.serving import AsyncExecutor
+from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
+from pharmacy_service.model import KnowledgeBase, LLMUnavailableError, Pipeline, parse_rows
+from pharmacy_service.model.llm import GeminiSettings, LLMObserver
+
+WARFARIN_NSAID = {"medications": ["Coumadin", "Advil"]}
+
+
+class RecordingObserver(LLMObserver):
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.fallbacks: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def on_llm_call(self, backend: str, outcome: str, duration: float) -> None:
+        with self.lock:
+            self.calls[outcome] += 1
+
+    def on_fallback(self, backend: str, reason: str) -> None:
+        with self.lock:
+            self.fallbacks[reason] += 1
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    with run_in_thread(StubConfig(seed=3)) as server:
+        yield server
+
+
+@pytest.fixture
+def load_gemini_model(
+    built_model: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    def load(**env: str) -> Any:
+        monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gemini")
+        monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{stub.port}")
+        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return mlflow.pyfunc.load_model(str(built_model))
+
+    return load
+
+
+def predict_from_threads(
+    model: Any, threads: int, calls: int, rows: int = 1
+) -> tuple[list[dict[str, Any]], list[BaseException]]:
+    """Like MLflow's scoring server: predict() from many worker threads at once."""
+    outputs: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def worker(index: int) -> None:
+        barrier.wait(30)
+        for n in range(calls):
+            frame = pd.DataFrame(
+                [{"patient_id": f"t{index}-{n}-{r}", **WARFARIN_NSAID} for r in range(rows)]
+            )
+            try:
+                result = model.predict(frame)
+            except Exception as exc:  # noqa: BLE001 - counted
+                with lock:
+                    errors.append(exc)
+            else:
+                with lock:
+                    outputs.extend(result)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(120)
+    return outputs, errors
+
+
+@pytest.mark.slow
+def test_predict_from_20_threads_with_the_real_sdk_has_no_failures(
+    load_gemini_model: Callable[..., Any], stub: StubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = load_gemini_model()
+    outputs, errors = predict_from_threads(model, threads=20, calls=5)
+    assert errors == []
+    assert len(outputs) == 100
+    assert {row["note_source"] for row in outputs} == {"llm"}
+    assert all(row["backend"] == "gemini" for row in outputs)
+    assert all("warfarin + ibuprofen: major" in row["counseling_note"] for row in outputs)
+    assert stub.stats.requests == 100
+    assert stub.stats.connections <= 20  # one per concurrent caller at most: keep-alive reuse
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "async_retry"]
+
+
+@pytest.mark.slow
+def test_thirty_percent_faults_still_give_every_row_its_findings(
+    load_gemini_model: Callable[..., Any], stub: StubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.config = StubConfig(fault_rate=0.3, slow_seconds=3, seed=5)
+    model = load_gemini_model(PHARMACY_LLM_TIMEOUT="0.5")
+    observer = RecordingObserver()
+    model.unwrap_python_model().pipeline.observer = observer
+    outputs, errors = predict_from_threads(model, threads=5, calls=4, rows=5)
+    assert errors == []
+    assert len(outputs) == 100
+    # The safety-critical part never depends on the LLM.
+    assert all(row["highest_severity"] == "major" and row["interactions"] for row in outputs)
+    sources = Counter(row["note_source"] for row in outputs)
+    faults = sum(stub.stats.faults.values())
+    assert 10 <= faults <= 50
+    assert sources["fallback"] == faults
+    assert sources["llm"] == stub.stats.responses["200"]
+    assert sum(observer.fallbacks.values()) == faults
+    assert observer.calls["ok"] == sources["llm"]
+    fallback_lines = [r for r in caplog.records if getattr(r, "event", None) == "llm_fallback"]
+    assert len(fallback_lines) == faults
+    assert all(r.levelno == logging.WARNING for r in fallback_lines)
+    for row in outputs:
+        if row["note_source"] == "fallback":
+            assert row["counseling_note"].startswith(
+                "1 interaction found; highest severity: major."
+            )
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        pytest.param("503", "upstream", id="upstream error"),
+        pytest.param("slow", "timeout", id="timeout"),
+    ],
+)
+def test_strict_mode_turns_an_llm_failure_into_an_error(
+    load_gemini_model: Callable[..., Any], stub: StubServer, fault: str, kind: str
+) -> None:
+    stub.config = StubConfig(fault_rate=1.0, faults=(fault,), slow_seconds=3)
+    model = load_gemini_model(PHARMACY_LLM_STRICT="true", PHARMACY_LLM_TIMEOUT="0.3")
+    with pytest.raises(LLMUnavailableError) as caught:
+        model.predict(pd.DataFrame([{"patient_id": "s1", **WARFARIN_NSAID}]))
+    assert caught.value.kind == kind
+
+
+def test_apredict_on_the_executor_loop_matches_predict(
+    load_gemini_model: Callable[..., Any],
+) -> None:
+    model = load_gemini_model()
+    frame = pd.DataFrame([{"patient_id": "a1", **WARFARIN_NSAID}])
+    expected = model.predict(frame)
+    python_model = model.unwrap_python_model()
+
+    async def endpoint() -> Any:
+        return await AsyncExecutor.default().arun(python_model.apredict, frame)
+
+    assert asyncio.run(endpoint()) == expected
+
+
+def test_the_template_backend_is_deterministic(
+    built_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHARMACY_LLM_BACKEND", "template")
+    model = mlflow.pyfunc.load_model(str(built_model))
+    frame = pd.DataFrame([{"patient_id": "d1", "medications": "Zoloft, tramadol, xyzzy"}])
+    first, second = model.predict(frame), model.predict(frame)
+    assert first == second
+    (row,) = first
+    assert (row["note_source"], row["backend"]) == ("template", "template")
+    assert row["unrecognized"] == ["xyzzy"]
+    assert "xyzzy" in row["counseling_note"]
+    assert set(row) == {
+        "patient_id",
+        "medications_normalized",
+        "unrecognized",
+        "interactions",
+        "highest_severity",
+        "counseling_note",
+        "note_source",
+        "backend",
+        "normalization",
+    }
+
+
+def test_an_answer_naming_another_drug_is_not_used(knowledge: KnowledgeBase) -> None:
+    class InventingLLM:
+        """An LLM answer that mentions a drug the patient does not take."""
+
+        name = "gemini"
+
+        async def note(self, prompt: str) -> str:
+            return "Warfarin and ibuprofen raise bleeding risk; also avoid simvastatin."
+
+    observer = RecordingObserver()
+    pipeline = Pipeline(knowledge, InventingLLM(), observer=observer)
+    (row,) = asyncio.run(pipeline.run(parse_rows([{"patient_id": "g1", **WARFARIN_NSAID}])))
+    assert row["note_source"] == "fallback"
+    assert "simvastatin" not in row["counseling_note"]
+    assert observer.fallbacks == Counter({"ungrounded": 1})
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        pytest.param({}, "GEMINI_API_KEY", id="no key and no base URL"),
+        pytest.param(
+            {"GEMINI_BASE_URL": "http://x", "PHARMACY_LLM_TIMEOUT": "soon"},
+            "PHARMACY_LLM_TIMEOUT",
+            id="bad timeout",
+        ),
+        pytest.param(
+            {"GEMINI_BASE_URL": "http://x", "PHARMACY_LLM_ATTEMPTS": "0"},
+            "PHARMACY_LLM_ATTEMPTS",
+            id="bad attempts",
+        ),
+    ],
+)
+def test_gemini_settings_errors_name_the_variable(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        GeminiSettings.from_env(env)
+
+
+def test_an_unknown_backend_fails_at_load(
+    built_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gpt")
+    with pytest.raises(ValueError, match="PHARMACY_LLM_BACKEND"):
+        mlflow.pyfunc.load_model(str(built_model))
