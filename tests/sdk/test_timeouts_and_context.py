@@ -223,3 +223,29 @@ def test_ping_and_loop_lag_see_a_blocked_loop(make_executor: Any) -> None:
         release.set()
         blocker.join(10)
     assert executor.ping(timeout=5) < 5
+
+
+def test_a_coroutine_that_ignores_cancellation_cannot_hold_the_caller(
+    make_executor: Any, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client stuck on a dead loop may swallow cancellation; the caller still gets its
+    timeout (isolated mode abandons the helper thread and says so)."""
+    executor = make_executor(mode, shutdown_timeout=5)
+    release = threading.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ExecutorTimeoutError):
+            executor.run(stubborn, timeout=0.2)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+    if mode == "isolated":
+        assert [r for r in caplog.records if getattr(r, "event", None) == "async_abandoned"]

@@ -166,6 +166,47 @@ class _CallFuture(concurrent.futures.Future[Any]):
             self._task.cancel()
 
 
+class _IsolatedCall:
+    """One ``asyncio.run`` in a helper thread (isolated mode with a deadline)."""
+
+    def __init__(self, main: Callable[[], Awaitable[Any]]) -> None:
+        self._main = main
+        self._future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="modelhub-isolated-call", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(asyncio.run(self._track()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            self._future.set_exception(exc)
+
+    async def _track(self) -> Any:
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        return await self._main()
+
+    def result(self, timeout: float | None) -> Any:
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def cancel(self) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(task.cancel)
+
+
 class _LoopThread:
     """An event loop running forever in a named daemon thread, owned by one executor."""
 
@@ -590,13 +631,24 @@ class AsyncExecutor:
                     raise self._timeout_error(work) from None
                 raise
 
-        if _running_loop() is None:
+        if remaining is None and _running_loop() is None:
             return asyncio.run(main())
-        # asyncio.run() refuses to start inside a running loop: use a helper thread that
-        # carries the caller's context.
-        context = contextvars.copy_context()
-        with concurrent.futures.ThreadPoolExecutor(1, "modelhub-isolated-call") as pool:
-            return pool.submit(context.run, asyncio.run, main()).result()
+        # With a deadline (or inside a running loop, where asyncio.run() refuses to start) the
+        # fresh loop runs in a helper thread carrying the caller's context, so that a coroutine
+        # that ignores cancellation (a client stuck on a closed loop) cannot hold the caller
+        # past its deadline.
+        call = _IsolatedCall(main)
+        wait = None if remaining is None else remaining + _CANCEL_GRACE
+        try:
+            result: T = call.result(wait)
+            return result
+        except TimeoutError:
+            if call.done():  # the coroutine's own TimeoutError
+                raise
+            call.cancel()
+            if not call.wait(_CANCEL_GRACE):
+                self._log_event(logging.WARNING, "async_abandoned", work)
+            raise self._timeout_error(work) from None
 
     async def _aattempt_shared(self, work: _Work[T]) -> T:
         work.attempts += 1
