@@ -29,6 +29,7 @@ lint: install  ## ruff (lint + format check) and mypy --strict on both packages
 
 bench: install  ## run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/executor_overhead.py
+	$(BIN)/python bench/sdk_compat.py
 
 lock:  ## re-resolve requirements/constraints.txt from scratch
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -19,18 +20,18 @@ from modelhub.serving import AsyncExecutor, ExecutorConfig
 from pharmacy_service.model import KnowledgeBase, Pipeline, parse_rows
 from pharmacy_service.model.llm import GeminiBackend, GeminiSettings
 
+_ADDRESS = re.compile(r"0x[0-9a-f]+")
+
 
 class Events(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:  # Handler.handle() holds self.lock
         event = getattr(record, "event", None)
         if event:
-            with self.lock:
-                self.counts[str(event)] += 1
+            self.counts[str(event)] += 1
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     for name in ("modelhub.serving", "pharmacy_service"):
         logging.getLogger(name).addHandler(events)
         logging.getLogger(name).setLevel(logging.INFO)
-    settings = GeminiSettings(api_key=None, base_url=base_url, timeout=5.0)
+    settings = GeminiSettings(api_key=None, base_url=base_url, timeout=2.0)
     pipeline = Pipeline(KnowledgeBase.load(), GeminiBackend(settings))
     outcomes: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -48,12 +49,12 @@ def main() -> None:
 
     def call(executor: AsyncExecutor) -> None:
         try:
-            (row,) = executor.run(pipeline.run, rows, timeout=30)
+            (row,) = executor.run(pipeline.run, rows, timeout=10)
             outcome = str(row["note_source"])
         except Exception as exc:  # noqa: BLE001 - counted
             outcome = "error"
             with lock:
-                errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
+                errors[f"{type(exc).__name__}: {_ADDRESS.sub('0x…', str(exc))[:90]}"] += 1
         with lock:
             outcomes[outcome] += 1
 
