@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 
 MISSING = """\
-The pharmacy-model server is not built yet. What exists today:
+The pharmacy-model HTTP server is not built yet (issue 4). What exists today:
   - modelhub-sdk (modelhub.serving.AsyncExecutor): see README.md, "The SDK";
-  - `make test` runs its test suite, `make bench` its overhead benchmark.
-Still to come: the pharmacy model and its Gemini-compatible stub (issue 3), the server (issue 4).
+  - the pharmacy model: `.venv/bin/pharmacy-build-model --output build/pharmacy-model`,
+    then `mlflow models serve -m build/pharmacy-model --env-manager local` serves it;
+  - the Gemini-compatible stub: `.venv/bin/pharmacy-gemini-stub --port 8090`;
+  - `make test` runs the test suite, `make bench` the benchmarks.
 """
 
 
