@@ -309,10 +309,18 @@ def run_in_thread(
     if failure:
         loop.close()
         raise failure[0]
+    async def shutdown() -> None:
+        await stub.stop()
+        # Answers still sleeping (slow faults) are cancelled, not left pending on a closed loop.
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     try:
         yield stub
     finally:
-        asyncio.run_coroutine_threadsafe(stub.stop(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
