@@ -309,6 +309,7 @@ def run_in_thread(
     if failure:
         loop.close()
         raise failure[0]
+
     async def shutdown() -> None:
         await stub.stop()
         # Answers still sleeping (slow faults) are cancelled, not left pending on a closed loop.
