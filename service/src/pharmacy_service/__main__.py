@@ -1,23 +1,39 @@
-"""`pharmacy-serve`: run the pharmacy-model server on its embedded defaults."""
+"""``pharmacy-serve``: run the server on its embedded defaults (``make serve``).
+
+Builds the model directory on first run, then execs gunicorn on 127.0.0.1:8080 (``HOST``,
+``PORT`` and every ``PHARMACY_*`` setting still apply).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+from pathlib import Path
 
-MISSING = """\
-The pharmacy-model HTTP server is not built yet (issue 4). What exists today:
-  - modelhub-sdk (modelhub.serving.AsyncExecutor): see README.md, "The SDK";
-  - the pharmacy model: `.venv/bin/pharmacy-build-model --output build/pharmacy-model`,
-    then `mlflow models serve -m build/pharmacy-model --env-manager local` serves it;
-  - the Gemini-compatible stub: `.venv/bin/pharmacy-gemini-stub --port 8090`;
-  - `make test` runs the test suite, `make bench` the benchmarks.
-"""
+from .settings import Settings
 
 
-def main() -> int:
-    sys.stderr.write(MISSING)
-    return 1
+def main() -> None:
+    settings = Settings()
+    model = Path(settings.model_uri)
+    if "://" not in settings.model_uri and not (model / "MLmodel").exists():
+        sys.stderr.write(f"Building the pharmacy model into {model} (first run) ...\n")
+        from .model.build import build
+
+        build(model)
+    host = os.environ.setdefault("HOST", "127.0.0.1")
+    port = os.environ.setdefault("PORT", "8080")
+    os.environ.setdefault("PHARMACY_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
+    base = f"http://{host}:{port}"
+    sys.stderr.write(
+        f"\nServing {settings.model_uri} on {base}  (docs: {base}/docs)\n"
+        f"Try:\n  curl -s {base}/v1/screen -H 'Content-Type: application/json' \\\n"
+        """    -d '{"patients":[{"patient_id":"p1","medications":["Coumadin","Advil"]}]}'\n\n"""
+    )
+    gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
+    os.execv(gunicorn, [gunicorn, "-c", "python:pharmacy_service.gunicorn_conf"])
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -47,7 +47,7 @@ def pip_requirements() -> list[str]:
 
 def signature() -> Any:
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
         inputs=Schema(
@@ -60,7 +60,9 @@ def signature() -> Any:
                 # values are all null (pandas makes it float64 NaN). The model checks it.
                 ColSpec(AnyType(), "question", required=False),  # type: ignore[no-untyped-call]
             ]
-        )
+        ),
+        # Seconds for the whole prediction (0: no deadline); the server passes its deadline.
+        params=ParamSchema([ParamSpec("timeout", "double", 0.0)]),
     )
 
 
@@ -104,7 +106,6 @@ def build(
             "pip_requirements": pip_requirements(),
             "signature": signature(),
             "input_example": pd.DataFrame(INPUT_EXAMPLE),
-            "model_config": {"llm_backend": "template"},
         }
         if not register:
             if output is None:

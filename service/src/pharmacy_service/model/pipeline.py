@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -151,18 +152,33 @@ class Pipeline:
         strict: bool = False,
         max_concurrency: int = 8,
         observer: LLMObserver | None = None,
+        inject_loop_errors: int = 0,
     ) -> None:
+        """``inject_loop_errors``: fault injection for tests and chaos drills: the first N runs
+        in this process raise ``RuntimeError("Event loop is closed")``, as a client bound to a
+        dead loop would, so that the executor's retries can be seen working."""
         self.screener = Screener(knowledge)
         self.backend = backend
         self.strict = strict
         self.max_concurrency = max_concurrency
         self.observer = observer if observer is not None else LLMObserver()
+        self._inject_left = inject_loop_errors
+        self._inject_lock = threading.Lock()
 
     @property
     def backend_name(self) -> str:
         return self.backend.name if self.backend is not None else "template"
 
     async def run(self, rows: list[Row]) -> list[dict[str, Any]]:
+        if self._inject_left:
+            with self._inject_lock:
+                inject, self._inject_left = self._inject_left > 0, max(0, self._inject_left - 1)
+            if inject:
+                logger.warning(
+                    "loop_error_injected: failing this attempt on purpose",
+                    extra={"event": "loop_error_injected"},
+                )
+                raise RuntimeError("Event loop is closed")
         results = [self.screener.screen(row.medications) for row in rows]
         if self.backend is None:
             return [

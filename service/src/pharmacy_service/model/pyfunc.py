@@ -45,16 +45,26 @@ class PharmacyModel(PythonModel):
         knowledge = KnowledgeBase.load(
             Path(artifacts["formulary"]), Path(artifacts["interactions"])
         )
+        # Settings given when loading (the server passes model_config) win over environment
+        # variables (what `mlflow models serve` users set), which win over the defaults.
         config = context.model_config or {}
-        name = os.environ.get("PHARMACY_LLM_BACKEND") or str(config.get("llm_backend", "template"))
+        name = str(
+            config.get("llm_backend") or os.environ.get("PHARMACY_LLM_BACKEND") or "template"
+        )
         if name not in BACKENDS:
             raise ValueError(
                 f"PHARMACY_LLM_BACKEND={name!r} is invalid: use one of {', '.join(BACKENDS)}."
             )
+        strict = config.get("llm_strict")
         backend: NoteBackend | None = None
         if name == "gemini":
             backend = GeminiBackend(GeminiSettings.from_env())
-        self.pipeline = Pipeline(knowledge, backend, strict=_flag("PHARMACY_LLM_STRICT"))
+        self.pipeline = Pipeline(
+            knowledge,
+            backend,
+            strict=_flag("PHARMACY_LLM_STRICT") if strict is None else bool(strict),
+            inject_loop_errors=int(config.get("inject_loop_errors") or 0),
+        )
 
     # pd.DataFrame on purpose: MLflow reads predict's type hints, and a `list[...]` hint would
     # make it pass a list of the table's first column. A DataFrame hint passes the table as is.
@@ -64,7 +74,7 @@ class PharmacyModel(PythonModel):
         """Screen the rows. Runs the async pipeline on modelhub's shared event loop, which is
         what makes a module-level LLM client safe from MLflow's worker threads."""
         rows = parse_rows(model_input)
-        timeout = (params or {}).get("timeout")
+        timeout = (params or {}).get("timeout")  # seconds; 0 or absent: no deadline
         result: list[dict[str, Any]] = AsyncExecutor.run_async(
             self.pipeline.run, rows, timeout=float(timeout) if timeout else None
         )

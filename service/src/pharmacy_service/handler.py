@@ -1,0 +1,148 @@
+"""The transport-free scoring handler: parse MLflow's scoring protocol, admit, predict, shape.
+
+No FastAPI here: the routes in :mod:`pharmacy_service.app` only move bytes in and out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from modelhub.serving import AsyncExecutor
+
+from . import metrics
+from .errors import ServingError, bad_request, to_serving_error
+from .settings import Settings
+
+__all__ = ["ScoringHandler"]
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+CSV = "text/csv"
+
+
+class ScoringHandler:
+    def __init__(self, model: Any, settings: Settings, executor: AsyncExecutor) -> None:
+        self.model = model
+        self.settings = settings
+        self.executor = executor
+        self.python_model: Any = model.unwrap_python_model()
+        self.uses_apredict = settings.async_predict and callable(
+            getattr(self.python_model, "apredict", None)
+        )
+        self._pool = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
+        self._admitted = 0  # touched only on the event loop's thread
+        self._input_schema = model.metadata.get_input_schema()
+        self._params_schema = model.metadata.get_params_schema()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- parsing ----------------------------------------------------------------------------
+
+    def parse_invocations(
+        self, body: bytes, content_type: str | None
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """MLflow's scoring protocol, parsed by MLflow's own code (same accepted inputs)."""
+        from mlflow.pyfunc import scoring_server
+
+        mime, _, parameters = (content_type or "").partition(";")
+        mime = mime.strip().lower()
+        charset = "utf-8"
+        for parameter in parameters.split(";"):
+            key, _, value = parameter.strip().partition("=")
+            if key.lower() == "charset":
+                charset = value.strip().lower()
+            elif key:
+                raise ServingError(
+                    415, "UNSUPPORTED_MEDIA_TYPE", f"Unsupported content type parameter {key!r}."
+                )
+        if charset != "utf-8":
+            raise ServingError(415, "UNSUPPORTED_MEDIA_TYPE", "Only UTF-8 bodies are accepted.")
+        if mime not in (JSON, CSV):
+            raise ServingError(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                f"Content-Type must be {JSON} or {CSV}, not {content_type or 'missing'!r}.",
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("The request body is not valid UTF-8.") from None
+        try:
+            if mime == CSV:
+                from io import StringIO
+
+                return scoring_server.parse_csv_input(StringIO(text)), None
+            parsed = scoring_server._parse_json_data(  # type: ignore[no-untyped-call]
+                text, self.model.metadata, self._input_schema
+            )
+        except Exception as exc:
+            raise to_serving_error(exc) from exc
+        params = parsed.params
+        if params is not None and not isinstance(params, dict):
+            raise ServingError(422, "INVALID_INPUT", "'params' must be an object.", "params")
+        return parsed.data, params
+
+    # -- predicting -------------------------------------------------------------------------
+
+    async def predict(self, data: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Admit (or shed), then run the model within one deadline."""
+        if self._admitted >= self.settings.capacity:
+            metrics.SHED.inc()
+            raise ServingError(
+                503,
+                "OVERLOADED",
+                "The server is at capacity; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        self._admitted += 1
+        metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+        deadline = time.monotonic() + self.settings.request_timeout
+        try:
+            if self.uses_apredict:
+                return await self._predict_async(data, params, deadline)
+            return await self._predict_in_thread(data, params, deadline)
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise to_serving_error(exc) from exc
+        finally:
+            self._admitted -= 1
+            metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+
+    async def _predict_async(
+        self, data: Any, params: dict[str, Any] | None, deadline: float
+    ) -> list[Any]:
+        from mlflow.pyfunc import _validate_prediction_input
+
+        data, params = _validate_prediction_input(
+            data, params, self._input_schema, self._params_schema
+        )
+        result: list[Any] = await self.executor.arun(
+            self.python_model.apredict, data, params, timeout=deadline - time.monotonic()
+        )
+        return result
+
+    async def _predict_in_thread(
+        self, data: Any, params: dict[str, Any] | None, deadline: float
+    ) -> list[Any]:
+        remaining = deadline - time.monotonic()
+        params = {**(params or {}), "timeout": remaining}
+        context = contextvars.copy_context()  # the request id follows into the thread
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, context.run, self.model.predict, data, params)
+        try:
+            # The model's own deadline (params["timeout"]) cancels its work; this one is the
+            # safety net for a predict that never returns.
+            result: list[Any] = await asyncio.wait_for(future, remaining + 1.0)
+        except TimeoutError as exc:
+            if future.done():
+                raise
+            raise ServingError(504, "TIMEOUT", "The prediction did not finish in time.") from exc
+        return result

@@ -1,0 +1,62 @@
+"""Logging, configured once: JSON lines with the request id on every line (SDK lines included)."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from typing import Any
+
+from modelhub.serving import request_id_var
+
+__all__ = ["RequestIdFilter", "configure_logging", "logging_config"]
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id (from the SDK's contextvar) on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        return True
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    logging.config.dictConfig(logging_config(level, fmt))
+
+
+def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
+    """The dictConfig for the server and for gunicorn's master (same format everywhere)."""
+    formatter: dict[str, Any]
+    if fmt == "json":
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(process)d",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    else:
+        formatter = {"format": "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            # uvicorn's own access log duplicates ours; its error log is kept.
+            "uvicorn.access": {"level": "WARNING"},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "gunicorn.error": {"handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING"},
+            "httpx": {"level": "WARNING"},
+            "google_genai": {"level": "WARNING"},
+            "mlflow": {"level": "WARNING"},
+        },
+    }
