@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,13 @@ def mode(request: pytest.FixtureRequest) -> str:
     """Run the test once per executor mode."""
     mode: str = request.param
     return mode
+
+
+@pytest.fixture(scope="session")
+def built_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pharmacy model saved once per run with the real pharmacy-build-model code."""
+    from pharmacy_service.model.build import build
+
+    output = tmp_path_factory.mktemp("model") / "pharmacy-model"
+    build(output)
+    return output

@@ -31,6 +31,9 @@ max_requests_jitter = max_requests // 10
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+# gunicorn's control socket ($HOME/.gunicorn/gunicorn.ctl) is not used; it would need a writable
+# home (read-only root filesystems) and clashes between servers on one machine.
+control_socket_disable = True
 accesslog = None  # the app logs one JSON line per request, with its request id
 logconfig_dict = logging_config(
     os.environ.get("PHARMACY_LOG_LEVEL", "INFO"), os.environ.get("PHARMACY_LOG_FORMAT", "json")

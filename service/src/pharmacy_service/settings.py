@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """When set, prediction routes require ``Authorization: Bearer <token>``; health, version
     and metrics stay open (keep /metrics on an internal network)."""
 
+    fault_loop_errors: int = Field(default=0, ge=0)
+    """Chaos and test setting: the first N predictions in each worker fail once with
+    "Event loop is closed", to see the executor's retries (``async_retry``) at work."""
+
     @property
     def capacity(self) -> int:
         """Predictions admitted at once (running + waiting) before shedding."""

@@ -106,6 +106,9 @@ def build(
             "pip_requirements": pip_requirements(),
             "signature": signature(),
             "input_example": pd.DataFrame(INPUT_EXAMPLE),
+            # Keys a server may set when loading (MLflow ignores keys not saved here); empty
+            # values mean "use the PHARMACY_* environment variables, then the defaults".
+            "model_config": {"llm_backend": None, "llm_strict": None, "inject_loop_errors": 0},
         }
         if not register:
             if output is None:

@@ -1,0 +1,168 @@
+"""The seed's test suite, against the real server: gunicorn, 2 uvicorn workers, the gemini
+backend (the real google-genai SDK) pointed at the Gemini-compatible stub."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
+from tests.support.gunicorn import RunningGunicorn, run_gunicorn
+
+pytestmark = pytest.mark.slow
+
+WARFARIN_NSAID = ["Coumadin", "Advil"]
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    with run_in_thread(StubConfig(latency_ms=50, seed=1)) as server:
+        yield server
+
+
+def gemini_env(stub: StubServer, **extra: str) -> dict[str, str]:
+    return {
+        "PHARMACY_LLM_BACKEND": "gemini",
+        "GEMINI_BASE_URL": f"http://127.0.0.1:{stub.port}",
+        "PHARMACY_LLM_TIMEOUT": "5",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def server(
+    built_model: Path, stub: StubServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGunicorn]:
+    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    with run_gunicorn(built_model, log, workers=2, env=gemini_env(stub)) as running:
+        yield running
+
+
+def screen(client: httpx.Client, patients: list[dict[str, Any]]) -> httpx.Response:
+    return client.post("/invocations", json={"dataframe_records": patients}, timeout=30)
+
+
+def json_lines(server: RunningGunicorn) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.log_lines() if line.startswith("{")]
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {
+        "threads": int(fields["Threads"]),
+        "rss_kib": int(fields["VmRSS"].split()[0]),
+        "fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
+    }
+
+
+def test_single_request(server: RunningGunicorn) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        answer = client.post(
+            "/invocations",
+            json={"dataframe_records": [{"patient_id": "s1", "medications": WARFARIN_NSAID}]},
+            headers={"X-Request-ID": "seed-single-1"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-request-id"] == "seed-single-1"
+    (row,) = answer.json()["predictions"]
+    assert row["highest_severity"] == "major"
+    assert (row["note_source"], row["backend"]) == ("llm", "gemini")
+
+
+def test_20_concurrent_requests(server: RunningGunicorn) -> None:
+    barrier = threading.Barrier(20)
+
+    def one(n: int) -> httpx.Response:
+        with httpx.Client(base_url=server.base_url) as client:
+            barrier.wait(10)
+            return screen(client, [{"patient_id": f"c{n}", "medications": WARFARIN_NSAID}])
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert [a.status_code for a in answers] == [200] * 20
+    rows = [a.json()["predictions"][0] for a in answers]
+    assert sorted(r["patient_id"] for r in rows) == sorted(f"c{n}" for n in range(20))
+    assert {r["note_source"] for r in rows} == {"llm"}
+
+
+def test_100_item_stress_in_batches(server: RunningGunicorn) -> None:
+    patients = [
+        {"patient_id": f"b{n}", "medications": ["Zocor", "Biaxin"] if n % 2 else WARFARIN_NSAID}
+        for n in range(100)
+    ]
+    batches = [patients[i : i + 10] for i in range(0, 100, 10)]
+
+    def send(batch: list[dict[str, Any]]) -> httpx.Response:
+        with httpx.Client(base_url=server.base_url) as client:
+            return screen(client, batch)
+
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(send, batches))
+    assert [a.status_code for a in answers] == [200] * 10
+    rows = [row for a in answers for row in a.json()["predictions"]]
+    assert [r["patient_id"] for r in rows] == [p["patient_id"] for p in patients]
+    assert all(r["interactions"] for r in rows)
+    assert {r["highest_severity"] for r in rows} == {"major", "contraindicated"}
+    assert {r["note_source"] for r in rows} == {"llm"}
+
+
+def test_recovery_from_event_loop_errors(
+    built_model: Path, stub: StubServer, tmp_path: Path
+) -> None:
+    """Each worker fails its first 2 predictions with "Event loop is closed": every request
+    still succeeds, and each injected error gives exactly one async_retry line."""
+    env = gemini_env(stub, PHARMACY_FAULT_LOOP_ERRORS="2")
+    with run_gunicorn(built_model, tmp_path / "server.log", workers=2, env=env) as running:
+        with httpx.Client(base_url=running.base_url) as client:
+            answers = [
+                screen(client, [{"patient_id": f"r{n}", "medications": WARFARIN_NSAID}])
+                for n in range(12)
+            ]
+        lines = json_lines(running)
+    assert [a.status_code for a in answers] == [200] * 12
+    injected = [line for line in lines if line.get("event") == "loop_error_injected"]
+    retries = [line for line in lines if line.get("event") == "async_retry"]
+    assert len(injected) >= 2
+    assert len(retries) == len(injected)
+    assert all(
+        r["level"] == "WARNING" and r["error"] == "RuntimeError: Event loop is closed"
+        for r in retries
+    )
+    assert all(r["request_id"] for r in retries)  # the request id reaches the SDK's lines
+    answered = {a.headers["x-request-id"] for a in answers}
+    assert {r["request_id"] for r in retries} <= answered
+    assert not [line for line in lines if line.get("event") == "async_failed"]
+
+
+def test_resource_cleanup_over_1000_requests(server: RunningGunicorn) -> None:
+    def burst(count: int) -> list[int]:
+        def send(n: int) -> int:
+            return screen(
+                client, [{"patient_id": f"l{n}", "medications": WARFARIN_NSAID}]
+            ).status_code
+
+        with httpx.Client(
+            base_url=server.base_url, limits=httpx.Limits(max_connections=20)
+        ) as client:
+            with ThreadPoolExecutor(20) as pool:
+                return list(pool.map(send, range(count)))
+
+    assert set(burst(100)) == {200}  # warm up: clients, pools, caches
+    workers = server.worker_pids()
+    before = {pid: proc_status(pid) for pid in workers}
+    assert set(burst(1000)) == {200}
+    after = {pid: proc_status(pid) for pid in workers}
+    assert server.worker_pids() == workers  # no worker died or was replaced
+    for pid in workers:
+        assert after[pid]["threads"] <= before[pid]["threads"] + 2, (before[pid], after[pid])
+        assert after[pid]["fds"] <= before[pid]["fds"] + 20, (before[pid], after[pid])
+        assert after[pid]["rss_kib"] - before[pid]["rss_kib"] < 32 * 1024, (before[pid], after[pid])
