@@ -150,11 +150,13 @@ def test_resource_cleanup_over_1000_requests(server: RunningGunicorn) -> None:
                 client, [{"patient_id": f"l{n}", "medications": WARFARIN_NSAID}]
             ).status_code
 
-        with httpx.Client(
-            base_url=server.base_url, limits=httpx.Limits(max_connections=20)
-        ) as client:
-            with ThreadPoolExecutor(20) as pool:
-                return list(pool.map(send, range(count)))
+        with (
+            httpx.Client(
+                base_url=server.base_url, limits=httpx.Limits(max_connections=20)
+            ) as client,
+            ThreadPoolExecutor(20) as pool,
+        ):
+            return list(pool.map(send, range(count)))
 
     assert set(burst(100)) == {200}  # warm up: clients, pools, caches
     workers = server.worker_pids()
