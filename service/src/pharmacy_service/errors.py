@@ -87,5 +87,7 @@ def _from_mlflow(exc: BaseException) -> ServingError | None:
         return unprocessable(str(cause), cause.field)
     if "valid JSON" in message or "JSON formatted" in message:
         return bad_request("The request body is not valid JSON.")
-    first_line = message.strip().splitlines()[0] if message.strip() else "Invalid input."
-    return unprocessable(first_line[:500])
+    # MLflow's messages quote the whole input table, then say what is wrong after "Error:".
+    reason = message.rsplit("Error:", 1)[-1] if "Error:" in message else message
+    reason = " ".join(reason.split()) or "Invalid input."
+    return unprocessable(reason[:500])

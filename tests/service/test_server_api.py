@@ -1,0 +1,314 @@
+"""The app in process (TestClient runs its lifespan): routes, error mapping, limits, auth."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pytest
+from fastapi.testclient import TestClient
+
+from pharmacy_service.app import create_app
+from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
+from pharmacy_service.settings import Settings
+from tests.support.broken_model import BrokenModel
+
+RECORDS = {"dataframe_records": [{"patient_id": "a1", "medications": ["Coumadin", "Advil"]}]}
+
+
+@pytest.fixture
+def client_for(built_model: Path) -> Iterator[Any]:
+    clients: list[TestClient] = []
+
+    def make(**settings: Any) -> TestClient:
+        settings.setdefault("model_uri", str(built_model))
+        client = TestClient(create_app(Settings(**settings)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    with run_in_thread(StubConfig(seed=2)) as server:
+        yield server
+
+
+@pytest.fixture
+def gemini(stub: StubServer, monkeypatch: pytest.MonkeyPatch) -> StubServer:
+    monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{stub.port}")
+    monkeypatch.setenv("PHARMACY_LLM_TIMEOUT", "10")
+    return stub
+
+
+def error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["error_code"] == code
+    assert body["message"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+@pytest.mark.parametrize(
+    "async_predict", [True, False], ids=["apredict on the loop", "predict in threads"]
+)
+def test_invocations_and_screen_agree_on_both_paths(client_for: Any, async_predict: bool) -> None:
+    client = client_for(async_predict=async_predict)
+    invocations = client.post("/invocations", json=RECORDS)
+    screen = client.post(
+        "/v1/screen",
+        json={"patients": [{"patient_id": "a1", "medications": ["Coumadin", "Advil"]}]},
+    )
+    assert invocations.status_code == 200, invocations.text
+    assert screen.status_code == 200, screen.text
+    assert invocations.json()["predictions"] == screen.json()["results"]
+    assert screen.json()["results"][0]["interactions"][0]["rule_id"] == "warfarin-nsaid"
+    expected = "apredict on the executor loop" if async_predict else "predict in a thread pool"
+    assert client.get("/version").json()["model"]["predict"] == expected
+
+
+def test_csv_input(client_for: Any) -> None:
+    csv = 'patient_id,medications\nc1,"Zocor, Biaxin"\n'
+    answer = client_for().post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["highest_severity"] == "contraindicated"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code", "words"),
+    [
+        pytest.param(
+            b"{not json",
+            {"Content-Type": "application/json"},
+            400,
+            "BAD_REQUEST",
+            "not valid JSON",
+            id="malformed JSON",
+        ),
+        pytest.param(
+            b'{"dataframe_records": [{"patient_id": "x"',
+            {"Content-Type": "application/json"},
+            400,
+            "BAD_REQUEST",
+            "JSON",
+            id="truncated JSON",
+        ),
+        pytest.param(
+            b"\xff\xfe",
+            {"Content-Type": "application/json"},
+            400,
+            "BAD_REQUEST",
+            "UTF-8",
+            id="not UTF-8",
+        ),
+        pytest.param(
+            b"x",
+            {"Content-Type": "text/plain"},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "text/plain",
+            id="wrong content type",
+        ),
+        pytest.param(b"{}", {}, 415, "UNSUPPORTED_MEDIA_TYPE", "missing", id="no content type"),
+        pytest.param(
+            b"{}",
+            {"Content-Type": "application/json; charset=latin-1"},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "UTF-8",
+            id="not UTF-8 charset",
+        ),
+        pytest.param(
+            b"[1, 2]",
+            {"Content-Type": "application/json"},
+            422,
+            "INVALID_INPUT",
+            "list",
+            id="a JSON list",
+        ),
+        pytest.param(
+            b'{"dataframe_records": [], "instances": []}',
+            {"Content-Type": "application/json"},
+            422,
+            "INVALID_INPUT",
+            "instances",
+            id="two format keys",
+        ),
+        pytest.param(
+            b'{"records": []}',
+            {"Content-Type": "application/json"},
+            422,
+            "INVALID_INPUT",
+            "records",
+            id="no format key",
+        ),
+        pytest.param(
+            b'{"dataframe_records": [{"patient_id": "x"}]}',
+            {"Content-Type": "application/json"},
+            422,
+            "INVALID_INPUT",
+            "medications",
+            id="missing column",
+        ),
+        pytest.param(
+            b'{"dataframe_records": [{"patient_id": "x", "medications": 5}]}',
+            {"Content-Type": "application/json"},
+            422,
+            "INVALID_INPUT",
+            "medications",
+            id="medications a number",
+        ),
+    ],
+)
+def test_bad_invocations_get_a_json_4xx_naming_the_problem(
+    client_for: Any, body: bytes, headers: dict[str, str], status: int, code: str, words: str
+) -> None:
+    answer = client_for().post("/invocations", content=body, headers=headers)
+    assert words in error(answer, status, code)["message"]
+
+
+def test_a_bad_row_names_its_field(client_for: Any) -> None:
+    body = {"dataframe_records": [{"patient_id": "x", "medications": ["a", 7]}]}
+    assert (
+        error(client_for().post("/invocations", json=body), 422, "INVALID_INPUT")["field"]
+        == "rows[0].medications[1]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        pytest.param(
+            {"patients": [{"medications": ["a"]}]}, "patients.0.patient_id", id="missing patient_id"
+        ),
+        pytest.param(
+            {"patients": [{"patient_id": "p", "medications": 3}]},
+            "patients.0.medications",
+            id="medications a number",
+        ),
+        pytest.param({"patients": []}, "patients", id="no patients"),
+        pytest.param({"people": []}, "patients", id="wrong key"),
+    ],
+)
+def test_screen_validates_with_the_field_named(
+    client_for: Any, payload: dict[str, Any], field: str
+) -> None:
+    body = error(client_for().post("/v1/screen", json=payload), 422, "INVALID_INPUT")
+    assert body["field"].startswith(field)
+
+
+def test_body_too_large(client_for: Any) -> None:
+    client = client_for(max_body_bytes=2048)
+    answer = client.post(
+        "/invocations",
+        content=b"{" + b" " * 4096 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert "2048" in error(answer, 413, "PAYLOAD_TOO_LARGE")["message"]
+
+
+def test_bearer_token_on_prediction_routes_only(client_for: Any) -> None:
+    client = client_for(api_token="s3cret-token")
+    missing = client.post("/invocations", json=RECORDS)
+    error(missing, 401, "UNAUTHORIZED")
+    assert missing.headers["www-authenticate"] == "Bearer"
+    error(
+        client.post("/v1/screen", json={"patients": []}, headers={"Authorization": "Bearer nope"}),
+        401,
+        "UNAUTHORIZED",
+    )
+    assert (
+        client.post(
+            "/invocations", json=RECORDS, headers={"Authorization": "Bearer s3cret-token"}
+        ).status_code
+        == 200
+    )
+    assert client.get("/health/ready").status_code == 200
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_model_bug_is_a_500_not_a_400(client_for: Any, tmp_path: Path) -> None:
+    mlflow.pyfunc.save_model(str(tmp_path / "broken"), python_model=BrokenModel())
+    client = client_for(model_uri=str(tmp_path / "broken"))
+    body = error(client.post("/invocations", json=RECORDS), 500, "MODEL_ERROR")
+    assert "ZeroDivisionError" not in body["message"]  # details stay in the log
+
+
+def test_the_deadline_cancels_and_answers_504(client_for: Any, gemini: StubServer) -> None:
+    gemini.config = StubConfig(latency_ms=3000)
+    client = client_for(llm_backend="gemini", request_timeout=0.5)
+    error(client.post("/invocations", json=RECORDS), 504, "TIMEOUT")
+
+
+def test_strict_mode_answers_502_for_an_upstream_failure(
+    client_for: Any, gemini: StubServer
+) -> None:
+    gemini.config = StubConfig(fault_rate=1.0, faults=("503",))
+    client = client_for(llm_backend="gemini", llm_strict=True)
+    error(client.post("/invocations", json=RECORDS), 502, "UPSTREAM_ERROR")
+    lenient = client_for(llm_backend="gemini")
+    row = lenient.post("/invocations", json=RECORDS).json()["predictions"][0]
+    assert (row["note_source"], row["highest_severity"]) == ("fallback", "major")
+
+
+def test_over_capacity_sheds_with_503_and_retry_after(client_for: Any, gemini: StubServer) -> None:
+    gemini.config = StubConfig(latency_ms=1500)
+    client = client_for(llm_backend="gemini", predict_threads=1, max_queue=0)
+    answers: list[Any] = []
+    barrier = threading.Barrier(4)
+
+    def send() -> None:
+        barrier.wait(10)
+        answers.append(client.post("/invocations", json=RECORDS))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) >= 1
+    assert statuses.count(503) >= 2
+    shed = next(a for a in answers if a.status_code == 503)
+    assert shed.headers["retry-after"] == "1"
+    error(shed, 503, "OVERLOADED")
+    assert "pharmacy_http_requests_shed_total" in client.get("/metrics").text
+
+
+def test_request_id_is_echoed_or_generated(client_for: Any) -> None:
+    client = client_for()
+    assert (
+        client.get("/health/live", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
+        == "abc-123"
+    )
+    generated = client.get("/health/live", headers={"X-Request-ID": "bad id with spaces"}).headers[
+        "x-request-id"
+    ]
+    assert generated != "bad id with spaces"
+    assert len(generated) == 32
+
+
+def test_health_and_version(client_for: Any) -> None:
+    client = client_for()
+    assert client.get("/health/live").json()["status"] == "ok"
+    for path in ("/health/ready", "/ping", "/health"):
+        assert client.get(path).json() == {"status": "ready"}
+    info = client.get("/version").json()
+    assert set(info) == {"service", "sdk", "mlflow", "model"}
+    assert "/v1/screen" in client.get("/openapi.json").json()["paths"]
+
+
+def test_startup_fails_loudly_when_the_model_cannot_load(tmp_path: Path) -> None:
+    """A worker without its model must not start (gunicorn then reports the failed boot)."""
+    app = create_app(Settings(model_uri=str(tmp_path / "missing")))
+    with pytest.raises(Exception, match="missing"), TestClient(app):  # noqa: PT011
+        pass
