@@ -310,5 +310,5 @@ def test_health_and_version(client_for: Any) -> None:
 def test_startup_fails_loudly_when_the_model_cannot_load(tmp_path: Path) -> None:
     """A worker without its model must not start (gunicorn then reports the failed boot)."""
     app = create_app(Settings(model_uri=str(tmp_path / "missing")))
-    with pytest.raises(Exception, match="missing"), TestClient(app):  # noqa: PT011
+    with pytest.raises(Exception, match="missing"), TestClient(app):
         pass
