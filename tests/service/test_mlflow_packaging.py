@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 
 from pharmacy_service.model.build import INPUT_EXAMPLE, MODEL_NAME, main
+from tests.support.mlflow_serve import run_mlflow_serve
 
 BIN = Path(sys.executable).parent
 
@@ -64,47 +64,9 @@ def test_loads_and_predicts_in_a_fresh_process(built_model: Path, tmp_path: Path
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, built_model: Path) -> Iterator[str]:
-    """MLflow's own scoring server on the saved model (`mlflow models serve --env-manager local`)."""
-    port = free_port()
     log = tmp_path_factory.mktemp("mlflow-serve") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHARMACY_", "GEMINI_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # it runs `uvicorn` from PATH
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                str(built_model),
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail(f"mlflow models serve did not start in 90 s:\n{log.read_text()}")
+    with run_mlflow_serve(built_model, log) as base:
         yield base
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(30)
 
 
 PAYLOADS = {
