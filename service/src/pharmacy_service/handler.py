@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,10 @@ class ScoringHandler:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("The request body is not valid UTF-8.") from None
+        if mime == JSON and self.uses_apredict:
+            fast = _records_without_pandas(text)
+            if fast is not None:
+                return fast
         try:
             if mime == CSV:
                 from io import StringIO
@@ -121,9 +126,10 @@ class ScoringHandler:
     ) -> list[Any]:
         from mlflow.pyfunc import _validate_prediction_input
 
-        data, params = _validate_prediction_input(
-            data, params, self._input_schema, self._params_schema
-        )
+        if not isinstance(data, list):  # a DataFrame from MLflow's parser: enforce its schema
+            data, params = _validate_prediction_input(
+                data, params, self._input_schema, self._params_schema
+            )
         result: list[Any] = await self.executor.arun(
             self.python_model.apredict, data, params, timeout=deadline - time.monotonic()
         )
@@ -146,3 +152,41 @@ class ScoringHandler:
                 raise
             raise ServingError(504, "TIMEOUT", "The prediction did not finish in time.") from exc
         return result
+
+
+_FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")
+
+
+def _records_without_pandas(text: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+    """The common JSON shapes of MLflow's protocol turned into row dicts without pandas, for a
+    model that validates its own rows (apredict). Returns None for anything unusual, which then
+    goes through MLflow's own parser, so the accepted inputs stay the same."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or set(payload) - {*_FORMATS, "params"}:
+        return None
+    keys = [k for k in _FORMATS if k in payload]
+    params = payload.get("params")
+    if len(keys) != 1 or not (params is None or isinstance(params, dict)):
+        return None
+    data = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(data, dict) or set(data) - {"columns", "data"}:
+            return None
+        columns, values = data.get("columns"), data.get("data")
+        if not (isinstance(columns, list) and isinstance(values, list)):
+            return None
+        if not all(isinstance(v, list) and len(v) == len(columns) for v in values):
+            return None
+        return [dict(zip(columns, v, strict=True)) for v in values], params
+    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+        if keys[0] == "instances" and len({type(r.get("medications")) for r in data}) != 1:
+            return None  # MLflow refuses mixed shapes here: let its parser say so
+        return data, params
+    if keys[0] in ("inputs", "instances") and isinstance(data, dict) and data:
+        columns = list(data.values())
+        if all(isinstance(c, list) for c in columns) and len({len(c) for c in columns}) == 1:
+            return [dict(zip(data, row, strict=True)) for row in zip(*columns, strict=True)], params
+    return None

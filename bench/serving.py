@@ -1,0 +1,358 @@
+"""This server against MLflow's scoring server on the same saved model, measured with wrk.
+
+The model uses the gemini backend against the Gemini-compatible stub (200 ms per answer, a
+separate process on this machine). For 1 and 2 workers, each server is started (start-up time
+to ready is measured), then wrk runs at 20, 100 and 200 connections for a fixed duration, the
+servers interleaved at each level. Writes bench/results/serving.md.
+
+    python bench/serving.py [--duration 10] [--rounds 1] [--workers 1 2] [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+UPSTREAM_MS = 200
+BODY = json.dumps(
+    {"dataframe_records": [{"patient_id": "w1", "medications": ["Coumadin", "Advil"]}]}
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        pids += tree_pids(int(child))
+    return pids
+
+
+def rss_mib(pid: int) -> float:
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@dataclass
+class Server:
+    name: str
+    base_url: str
+    process: subprocess.Popen[bytes]
+    startup_seconds: float
+    peak_rss: dict[int, float] = field(default_factory=dict)
+
+
+@contextmanager
+def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> Iterator[Server]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHARMACY_", "GEMINI_"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PHARMACY_LLM_BACKEND="gemini",
+        GEMINI_BASE_URL=stub_url,
+        PHARMACY_LLM_TIMEOUT="10",
+        PHARMACY_LOG_LEVEL="WARNING",
+    )
+    if kind == "mlflow":
+        command = [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(model),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+        ]
+        ready_path = "/ping"
+    else:
+        env.update(
+            HOST="127.0.0.1",
+            PORT=str(port),
+            WEB_CONCURRENCY=str(workers),
+            PHARMACY_MODEL_URI=str(model),
+            PHARMACY_ASYNC_PREDICT="false" if kind == "ours (threads)" else "true",
+            PHARMACY_REQUEST_TIMEOUT="60",
+            PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-metrics-"),
+        )
+        command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+        ready_path = "/health/ready"
+    log = logs / f"{kind.replace(' ', '_').strip('()')}-{workers}.log"
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{kind} exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(base + ready_path, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        startup = time.monotonic() - started
+        yield Server(kind, base, process, startup)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def wrk(base: str, connections: int, duration: int, script: Path, server: Server) -> dict[str, Any]:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"{base}/invocations",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, rss_mib(server.process.pid))
+        time.sleep(0.5)
+    output = process.stdout.read() if process.stdout else ""
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    latency = {p: float(v) * scale[u] for p, v, u in _LATENCY.findall(output)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(g) for g in socket_errors.groups()) if socket_errors else 0
+    )
+    return {
+        "rps": rps,
+        "p50_ms": latency.get("50"),
+        "p99_ms": latency.get("99"),
+        "requests": requests,
+        "errors": errors,
+        "peak_rss_mib": round(peak, 1),
+        "raw": output,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--connections", type=int, nargs="+", default=[20, 100, 200])
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "serving.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.stderr.write("wrk is needed: apt-get install -y wrk\n")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    from pharmacy_service.model.build import build
+
+    model = work / "model"
+    build(model)
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{BODY}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    stub_port = free_port()
+    stub = subprocess.Popen(
+        [
+            str(BIN / "pharmacy-gemini-stub"),
+            "--port",
+            str(stub_port),
+            "--latency-ms",
+            str(UPSTREAM_MS),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stub_url = f"http://127.0.0.1:{stub_port}"
+    results: list[dict[str, Any]] = []
+    kinds = ["mlflow", "ours", "ours (threads)"]
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{stub_url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        for round_index in range(args.rounds):
+            for workers in args.workers:
+                with ExitStack() as stack:
+                    servers = {
+                        k: stack.enter_context(start(k, model, workers, stub_url, work))
+                        for k in kinds
+                    }
+                    for connections in args.connections:
+                        for kind in kinds:
+                            server = servers[kind]
+                            stub_cpu = cpu_seconds(stub.pid)
+                            result = wrk(
+                                server.base_url, connections, args.duration, script, server
+                            )
+                            result.update(
+                                server=kind,
+                                workers=workers,
+                                connections=connections,
+                                round=round_index + 1,
+                                startup_s=round(server.startup_seconds, 2),
+                                stub_cpu_s=round(cpu_seconds(stub.pid) - stub_cpu, 2),
+                            )
+                            results.append(result)
+                            print(
+                                f"{kind:15} w={workers} c={connections:3}: {result['rps']:8.1f} req/s "
+                                f"p50 {result['p50_ms']} ms p99 {result['p99_ms']} ms "
+                                f"errors {result['errors']}",
+                                file=sys.stderr,
+                            )
+    finally:
+        stub.terminate()
+        stub.wait(10)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report(results, args))
+    print(args.output.read_text().split("## Raw")[0])
+    return 0
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line
+        )
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    lines = [
+        "# Serving: this server against `mlflow models serve`",
+        "",
+        f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}; CPU: {cpu} "
+        f"({os.cpu_count()} cores); Python {platform.python_version()}",
+        f"- mlflow-skinny {version('mlflow-skinny')}, gunicorn {version('gunicorn')}, "
+        f"uvicorn {version('uvicorn')}, google-genai {version('google-genai')}",
+        f"- Command: `python bench/serving.py --duration {args.duration} --rounds {args.rounds}`",
+        f"- Load: `wrk -t1 -cN -d{args.duration}s --latency --timeout 10s` POSTing one row "
+        "(warfarin + ibuprofen) to /invocations; the model's gemini backend calls the stub "
+        f"(real google-genai SDK), which answers after {UPSTREAM_MS} ms. Servers interleaved "
+        "at each level; medians over rounds.",
+        "- `ours` awaits the model's `apredict` on the executor loop; `ours (threads)` runs the "
+        "sync `predict` in its 64-thread pool; `mlflow` runs `predict` via `asyncio.to_thread`.",
+        f"- Little's law ceiling: connections / {UPSTREAM_MS} ms (100 connections: 500 req/s).",
+        "",
+        "| workers | connections | server | req/s | % of ceiling | p50 ms | p99 ms | errors | peak RSS MiB | start-up s | stub CPU s |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = sorted(
+        {(r["workers"], r["connections"], r["server"]) for r in results},
+        key=lambda k: (k[0], k[1], ["mlflow", "ours", "ours (threads)"].index(k[2])),
+    )
+    medians: dict[tuple[int, int, str], dict[str, float]] = {}
+    for key in keys:
+        rows = [r for r in results if (r["workers"], r["connections"], r["server"]) == key]
+        m = {
+            f: statistics.median(r[f] for r in rows)
+            for f in (
+                "rps",
+                "p50_ms",
+                "p99_ms",
+                "errors",
+                "peak_rss_mib",
+                "startup_s",
+                "stub_cpu_s",
+            )
+        }
+        medians[key] = m
+        ceiling = key[1] / (UPSTREAM_MS / 1000)
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {m['rps']:.1f} | {100 * m['rps'] / ceiling:.0f}% | "
+            f"{m['p50_ms']:.0f} | {m['p99_ms']:.0f} | {m['errors']:.0f} | {m['peak_rss_mib']:.0f} | "
+            f"{m['startup_s']:.1f} | {m['stub_cpu_s']:.1f} |"
+        )
+    lines += ["", "## Targets (100 connections, one worker each)", ""]
+    ours, theirs = medians.get((1, 100, "ours")), medians.get((1, 100, "mlflow"))
+    if ours and theirs:
+        ratio = ours["rps"] / theirs["rps"]
+        lines += [
+            f"- Throughput: {ratio:.1f}x MLflow's (target >= 10x: {'met' if ratio >= 10 else 'MISSED'})",
+            f"- p99: {ours['p99_ms']:.0f} ms = {ours['p99_ms'] / UPSTREAM_MS:.1f}x the upstream latency "
+            f"(target < 3x: {'met' if ours['p99_ms'] < 3 * UPSTREAM_MS else 'MISSED'})",
+            f"- Errors: {ours['errors']:.0f} (target 0: {'met' if ours['errors'] == 0 else 'MISSED'})",
+            f"- Start-up to ready: {ours['startup_s']:.1f} s (target < 5 s: "
+            f"{'met' if ours['startup_s'] < 5 else 'MISSED'}); MLflow: {theirs['startup_s']:.1f} s",
+        ]
+    lines += ["", "## Raw wrk output", ""]
+    for r in results:
+        lines += [
+            f"### {r['server']}, {r['workers']} worker(s), {r['connections']} connections, "
+            f"round {r['round']}",
+            "",
+            "```",
+            r["raw"].strip(),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
