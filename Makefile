@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python requirements/constraints.txt requirements/dev.in modelhu
 
 install: $(STAMP)  ## create .venv and install both packages (editable) with pinned dependencies
 
-serve: install  ## run the pharmacy-model server on its embedded defaults
+serve: install  ## build the model on first run, then serve it on 127.0.0.1:8080
 	$(BIN)/pharmacy-serve
 
 test: install  ## run the whole test suite
