@@ -158,13 +158,15 @@ def test_resource_cleanup_over_1000_requests(server: RunningGunicorn) -> None:
         ):
             return list(pool.map(send, range(count)))
 
-    assert set(burst(100)) == {200}  # warm up: clients, pools, caches
+    # Warm up first: connection pools, caches and asyncio's default executor (which grows
+    # lazily to at most cpu_count + 4 threads) reach their working size.
+    assert set(burst(300)) == {200}
     workers = server.worker_pids()
     before = {pid: proc_status(pid) for pid in workers}
     assert set(burst(1000)) == {200}
     after = {pid: proc_status(pid) for pid in workers}
     assert server.worker_pids() == workers  # no worker died or was replaced
     for pid in workers:
-        assert after[pid]["threads"] <= before[pid]["threads"] + 2, (before[pid], after[pid])
+        assert after[pid]["threads"] <= before[pid]["threads"] + 3, (before[pid], after[pid])
         assert after[pid]["fds"] <= before[pid]["fds"] + 20, (before[pid], after[pid])
         assert after[pid]["rss_kib"] - before[pid]["rss_kib"] < 32 * 1024, (before[pid], after[pid])

@@ -46,16 +46,22 @@ def stub() -> Iterator[StubServer]:
 @pytest.fixture
 def load_gemini_model(
     built_model: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Any]:
+) -> Iterator[Callable[..., Any]]:
+    loaded: list[Any] = []
+
     def load(**env: str) -> Any:
         monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gemini")
         monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{stub.port}")
         monkeypatch.delenv("GEMINI_API_KEY", raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        return mlflow.pyfunc.load_model(str(built_model))
+        model = mlflow.pyfunc.load_model(str(built_model))
+        loaded.append(model)
+        return model
 
-    return load
+    yield load
+    for model in loaded:  # close the client's connections on the loop that opened them
+        AsyncExecutor.run_async(model.unwrap_python_model().aclose)
 
 
 def predict_from_threads(

@@ -255,6 +255,13 @@ def test_strict_mode_answers_502_for_an_upstream_failure(
     gemini.config = StubConfig(fault_rate=1.0, faults=("503",))
     client = client_for(llm_backend="gemini", llm_strict=True)
     error(client.post("/invocations", json=RECORDS), 502, "UPSTREAM_ERROR")
+
+
+def test_without_strict_mode_the_row_keeps_its_findings(
+    client_for: Any, gemini: StubServer
+) -> None:
+    # One app per test: the LLM client's connections are closed on its app's executor loop.
+    gemini.config = StubConfig(fault_rate=1.0, faults=("503",))
     lenient = client_for(llm_backend="gemini")
     row = lenient.post("/invocations", json=RECORDS).json()["predictions"][0]
     assert (row["note_source"], row["highest_severity"]) == ("fallback", "major")

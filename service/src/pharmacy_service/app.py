@@ -237,6 +237,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state.draining = True
             state.handler.close()
+            try:  # the LLM client's connections live on the executor's loop: close them there
+                await executor.arun(python_model.aclose, timeout=5)
+            except Exception:
+                logger.warning("closing the model's LLM client failed", exc_info=True)
             AsyncExecutor.shutdown()
 
     app = FastAPI(

@@ -138,6 +138,17 @@ def gemini_client(settings: GeminiSettings) -> Any:
         return _client
 
 
+async def close_gemini_client() -> None:
+    """Close the process's client (its connections belong to the loop this runs on) and
+    forget it, so the next use builds a fresh one. Call it on the loop that used the client."""
+    global _client, _client_settings
+    with _client_lock:
+        client, _client, _client_settings = _client, None, None
+    if client is not None:
+        await client.aio.aclose()
+        client.close()
+
+
 class GeminiBackend:
     name = "gemini"
 
@@ -146,6 +157,9 @@ class GeminiBackend:
         # Import the SDK and build the client now, on the loading thread: doing it inside the
         # first call would block the shared event loop for most of a second.
         gemini_client(settings)
+
+    async def aclose(self) -> None:
+        await close_gemini_client()
 
     async def note(self, prompt: str) -> str:
         from google.genai import types

@@ -165,6 +165,12 @@ class Pipeline:
         self._inject_left = inject_loop_errors
         self._inject_lock = threading.Lock()
 
+    async def aclose(self) -> None:
+        """Release the backend's connections (on the loop that used them)."""
+        close = getattr(self.backend, "aclose", None)
+        if close is not None:
+            await close()
+
     @property
     def backend_name(self) -> str:
         return self.backend.name if self.backend is not None else "template"

@@ -80,6 +80,11 @@ class PharmacyModel(PythonModel):
         )
         return result
 
+    async def aclose(self) -> None:
+        """Close the LLM client's connections; run it on the executor's loop before shutdown:
+        ``AsyncExecutor.run_async(model.aclose)``."""
+        await self.pipeline.aclose()
+
     async def apredict(self, model_input: Any, params: Any = None) -> list[dict[str, Any]]:
         """The same contract as :meth:`predict`, for servers that can await it (run it on the
         executor's loop: ``await executor.arun(model.apredict, rows)``)."""
