@@ -30,6 +30,7 @@ lint: install  ## ruff (lint + format check) and mypy --strict on both packages
 bench: install  ## run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/executor_overhead.py
 	$(BIN)/python bench/sdk_compat.py
+	$(BIN)/python bench/serving.py  # needs wrk (apt-get install -y wrk)
 
 lock:  ## re-resolve requirements/constraints.txt from scratch
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
