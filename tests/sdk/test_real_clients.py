@@ -21,7 +21,8 @@ from google import genai
 from google.genai import types
 
 from modelhub.serving import AsyncExecutor
-from tests.support.http_servers import echo_app, gemini_app, serve_app
+from pharmacy_service.gemini_stub import answer_for, run_in_thread
+from tests.support.http_servers import echo_app, serve_app
 
 THREADS, CALLS_PER_THREAD = 20, 10
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,10 +121,10 @@ def test_shared_mode_real_google_genai_client_has_no_failures(
     make_executor: Callable[..., AsyncExecutor], caplog: pytest.LogCaptureFixture
 ) -> None:
     executor = make_executor("shared")
-    with serve_app(gemini_app()) as server:
+    with run_in_thread() as stub:  # the project's Gemini-compatible stub
         client = genai.Client(
             api_key="test-key-not-secret",
-            http_options=types.HttpOptions(base_url=server.base_url),
+            http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{stub.port}"),
         )
 
         async def ask(prompt: str) -> str:
@@ -139,8 +140,10 @@ def test_shared_mode_real_google_genai_client_has_no_failures(
             client.close()
         assert errors == []
         assert sorted(results) == sorted(
-            f"echo: {i}-{n}" for i in range(THREADS) for n in range(CALLS_PER_THREAD)
+            answer_for(f"{i}-{n}", "gemini-2.0-flash")
+            for i in range(THREADS)
+            for n in range(CALLS_PER_THREAD)
         )
-        assert server.stats.requests == THREADS * CALLS_PER_THREAD
-        assert server.stats.connections <= THREADS
+        assert stub.stats.requests == THREADS * CALLS_PER_THREAD
+        assert stub.stats.connections <= THREADS
     assert not [r for r in caplog.records if getattr(r, "event", None) == "async_retry"]

@@ -7,7 +7,6 @@ keep-alive connections or opened one per call.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,44 +92,4 @@ def echo_app(delay: float = 0.0) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/echo", echo)
-    return app
-
-
-def gemini_app() -> web.Application:
-    """The smallest Gemini-compatible ``generateContent`` endpoint google-genai accepts.
-
-    Answers ``echo: <prompt>`` in the response shape the SDK parses.
-    """
-
-    async def generate(request: web.Request) -> web.Response:
-        stats = request.app[STATS]
-        with stats.lock:
-            stats.requests += 1
-        model, _, method = request.match_info["model"].partition(":")
-        if method != "generateContent":
-            raise web.HTTPNotFound()
-        body = await request.json()
-        prompt = " ".join(
-            part.get("text", "") for item in body.get("contents", []) for part in item["parts"]
-        )
-        answer = {
-            "candidates": [
-                {
-                    "content": {"role": "model", "parts": [{"text": f"echo: {prompt}"}]},
-                    "finishReason": "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": {
-                "promptTokenCount": len(prompt.split()),
-                "candidatesTokenCount": len(prompt.split()) + 1,
-                "totalTokenCount": 2 * len(prompt.split()) + 1,
-            },
-            "modelVersion": model,
-            "responseId": f"test-{stats.requests}",
-        }
-        return web.Response(text=json.dumps(answer), content_type="application/json")
-
-    app = web.Application()
-    app.router.add_post("/{version}/models/{model}", generate)
     return app
