@@ -297,10 +297,9 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    # asyncio's own non-raising lookup (in asyncio.events.__all__): get_running_loop() would
+    # build and raise a RuntimeError on every call from a plain worker thread.
+    return asyncio.events._get_running_loop()
 
 
 def _call_site() -> tuple[str, int]:
