@@ -24,6 +24,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, name: str, seconds: float
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or is late."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} not ready in {seconds:.0f} s:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+
+
 @dataclass
 class RunningGunicorn:
     base_url: str
@@ -68,18 +86,7 @@ def run_gunicorn(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn not ready in 60 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.2)
+        wait_until_ready(process, f"{base}/health/ready", log, "gunicorn", 60)
         # Every worker must be up, not just the first to answer.
         while len(RunningGunicorn(base, process, log).worker_pids()) < workers:
             time.sleep(0.1)

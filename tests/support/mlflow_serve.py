@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.support.gunicorn import BIN, free_port
+from tests.support.gunicorn import BIN, free_port, wait_until_ready
 
 
 @contextmanager
@@ -44,18 +41,7 @@ def run_mlflow_serve(model_dir: Path, log: Path, *, workers: int = 1) -> Iterato
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{base}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow models serve not ready in 90 s:\n{log.read_text()}")
-            time.sleep(0.3)
+        wait_until_ready(process, f"{base}/ping", log, "mlflow models serve", 90)
         yield base
     finally:
         os.killpg(process.pid, signal.SIGTERM)
