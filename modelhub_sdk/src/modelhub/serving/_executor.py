@@ -341,8 +341,6 @@ class AsyncExecutor:
         """``sleep``/``async_sleep`` are used for retry back-off (inject them in tests)."""
         self.config = config if config is not None else ExecutorConfig()
         self.hooks = hooks if hooks is not None else ExecutorHooks()
-        self._sleep = sleep
-        self._async_sleep = async_sleep
         self._lock = threading.Lock()
         self._loop_thread: _LoopThread | None = None
         self._closed = False
@@ -683,11 +681,7 @@ class AsyncExecutor:
         if loop_thread is not None and loop_thread.alive and loop_thread.pid == os.getpid():
             return loop_thread
         with self._lock:
-            if self._closed:
-                raise ExecutorClosedError(
-                    "This AsyncExecutor was closed; create a new one, or use "
-                    "AsyncExecutor.run_async(), whose default executor restarts by itself."
-                )
+            self._check_open()  # under the lock: close() may have run since the caller checked
             loop_thread = self._loop_thread
             if loop_thread is None or not loop_thread.alive or loop_thread.pid != os.getpid():
                 loop_thread = _LoopThread(self.config, self._report_lag)
