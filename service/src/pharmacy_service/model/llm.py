@@ -25,7 +25,6 @@ __all__ = [
     "LLMCallError",
     "LLMObserver",
     "NoteBackend",
-    "TemplateBackend",
     "classify_error",
     "redact",
 ]
@@ -59,15 +58,6 @@ class LLMCallError(Exception):
     def __init__(self, message: str, *, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-class TemplateBackend:
-    """No LLM: the pipeline uses the deterministic template note."""
-
-    name = "template"
-
-    async def note(self, prompt: str) -> str:  # pragma: no cover - never called
-        raise NotImplementedError("the template backend builds notes without a prompt")
 
 
 @dataclass(frozen=True)
@@ -154,29 +144,30 @@ class GeminiBackend:
 
     def __init__(self, settings: GeminiSettings) -> None:
         self.settings = settings
-        # Import the SDK and build the client now, on the loading thread: doing it inside the
-        # first call would block the shared event loop for most of a second.
+        # Import the SDK and build the client and the request config now, on the loading
+        # thread: doing it inside the first call would block the shared loop for most of a
+        # second, and the config is the same for every call.
+        from google.genai import types
+
         gemini_client(settings)
+        self._config = types.GenerateContentConfig(
+            system_instruction=SYSTEM_INSTRUCTION,
+            temperature=0.2,
+            max_output_tokens=400,
+            http_options=types.HttpOptions(
+                timeout=int(settings.timeout * 1000),
+                retry_options=types.HttpRetryOptions(attempts=settings.attempts),
+            ),
+        )
 
     async def aclose(self) -> None:
         await close_gemini_client()
 
     async def note(self, prompt: str) -> str:
-        from google.genai import types
-
         client = gemini_client(self.settings)
-        config = types.GenerateContentConfig(
-            system_instruction=SYSTEM_INSTRUCTION,
-            temperature=0.2,
-            max_output_tokens=400,
-            http_options=types.HttpOptions(
-                timeout=int(self.settings.timeout * 1000),
-                retry_options=types.HttpRetryOptions(attempts=self.settings.attempts),
-            ),
-        )
         async with asyncio.timeout(self.settings.timeout):
             response = await client.aio.models.generate_content(
-                model=self.settings.model, contents=prompt, config=config
+                model=self.settings.model, contents=prompt, config=self._config
             )
         text = (response.text or "").strip()
         if not text:
