@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from modelhub.serving import AsyncExecutor, ExecutorConfig
-from tests.sdk.test_real_clients import ModuleLevelSession, hammer
+from tests.support.loop_affine import ModuleLevelSession, hammer
 
 
 class Collect(logging.Handler):
