@@ -6,6 +6,8 @@ import logging
 import logging.config
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 from modelhub.serving import request_id_var
 
 __all__ = ["RequestIdFilter", "configure_logging", "logging_config"]
@@ -32,6 +34,8 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(process)d",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # uvicorn adds a copy of some messages with terminal colour codes: not for JSON.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
         formatter = {"format": "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s"}

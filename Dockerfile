@@ -1,0 +1,45 @@
+# The pharmacy-model server image. One image, several commands:
+#   (default)                 gunicorn serving the model built into the image, on :8080
+#   pharmacy-gemini-stub      the Gemini-compatible stub (set STUB_HOST=0.0.0.0)
+#   pharmacy-build-model      build/register the model (--register with MLFLOW_TRACKING_URI)
+# Build: docker build -t pharmacy-model .   (scripts/with-docker.sh provides an engine here)
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies first (their layer is reused while only the code changes): every file pinned
+# and checked against its hash.
+COPY requirements/runtime.txt /src/requirements/runtime.txt
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r /src/requirements/runtime.txt
+COPY modelhub_sdk /src/modelhub_sdk
+COPY service /src/service
+# --no-deps: everything they need is above, hashed (a package of the SDK's name on a public
+# index must never be picked up in its place).
+RUN pip install --no-deps --no-build-isolation /src/modelhub_sdk /src/service \
+ && pharmacy-build-model --output /opt/pharmacy-model \
+ && python -m compileall -q /opt/pharmacy-model
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    PHARMACY_MODEL_URI=/opt/pharmacy-model \
+    PHARMACY_LOG_FORMAT=json \
+    PROMETHEUS_MULTIPROC_DIR=/run/prometheus
+# Code and model stay owned by root (read-only to the server); the only writable paths are /tmp
+# and the metrics directory (mount tmpfs/emptyDir on both with a read-only root filesystem).
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/pharmacy-model /opt/pharmacy-model
+RUN mkdir -p /run/prometheus && chown 10001:10001 /run/prometheus
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["pharmacy-healthcheck"]
+CMD ["gunicorn", "-c", "python:pharmacy_service.gunicorn_conf"]
