@@ -50,7 +50,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 # -- typed API ---------------------------------------------------------------------------------
@@ -139,8 +138,8 @@ def load_model(settings: Settings) -> Any:
 class RequestContext:
     """Request id in and out (``X-Request-ID``), metrics, and one access log line per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app  # the FastAPI app inside (routes, OpenAPI)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -191,8 +190,9 @@ class RequestContext:
 # -- app ---------------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Cheap: the model is loaded at startup (per worker, after gunicorn forks)."""
+def create_app(settings: Settings | None = None) -> RequestContext:
+    """Build the ASGI app (FastAPI inside :class:`RequestContext`). Cheap: the model is loaded
+    at startup (per worker, after gunicorn forks)."""
     settings = settings if settings is not None else Settings()
     state = ServerState(settings)
 
@@ -386,10 +386,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
-    return RequestContext(app)  # type: ignore[return-value]  # an ASGI app wrapping FastAPI
+    return RequestContext(app)
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> RequestContext:
     """gunicorn's entry point: settings from the environment, logging configured once."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
