@@ -105,6 +105,15 @@ provide_base_image() {
     "$tarball" "$BASE_IMAGE" >/dev/null
 }
 
+compose_plugin() {
+  # `docker compose` as in the README: link the venv's pinned Compose CLI as a plugin if needed.
+  if docker compose version >/dev/null 2>&1 || [[ ! -x $ROOT/.venv/bin/docker-compose ]]; then return; fi
+  mkdir -p "$HOME/.docker/cli-plugins"
+  ln -sf "$ROOT/.venv/bin/docker-compose" "$HOME/.docker/cli-plugins/docker-compose"
+  log "linked .venv/bin/docker-compose as the docker compose plugin"
+}
+
+compose_plugin
 if ! engine_answers; then
   install_packages
   trap stop_engine EXIT
