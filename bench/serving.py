@@ -32,45 +32,14 @@ from typing import Any
 
 import httpx
 
+from harness import cpu_seconds, free_port, rss_mib
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UPSTREAM_MS = 200
 BODY = json.dumps(
     {"dataframe_records": [{"patient_id": "w1", "medications": ["Coumadin", "Advil"]}]}
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tree_pids(pid: int) -> list[int]:
-    pids = [pid]
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        pids += tree_pids(int(child))
-    return pids
-
-
-def rss_mib(pid: int) -> float:
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            continue
-    return total / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 @dataclass

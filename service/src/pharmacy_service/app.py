@@ -128,6 +128,7 @@ def load_model(settings: Settings) -> Any:
         "llm_backend": settings.llm_backend,
         "llm_strict": settings.llm_strict,
         "inject_loop_errors": settings.fault_loop_errors,
+        "inject_loop_block": settings.fault_block_loop_seconds,
     }
     return mlflow.pyfunc.load_model(settings.model_uri, model_config=config)
 

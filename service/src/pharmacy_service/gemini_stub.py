@@ -53,6 +53,9 @@ class StubConfig:
     """How long a ``slow`` fault waits before answering."""
     seed: int | None = None
     """Seed for the fault draws (reproducible runs)."""
+    echo_api_key: bool = False
+    """Error answers quote the API key the request carried, as a careless upstream might: for
+    tests that the server never logs or returns it."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fault_rate <= 1.0:
@@ -76,6 +79,8 @@ class StubConfig:
             faults=tuple(faults),
             slow_seconds=float(values.get("slow_seconds", base.slow_seconds)),
             seed=values.get("seed", base.seed),
+            echo_api_key=str(values.get("echo_api_key", base.echo_api_key)).lower()
+            in ("1", "true", "yes"),
         )
 
     @classmethod
@@ -87,6 +92,7 @@ class StubConfig:
             ("fault_rate", "STUB_FAULT_RATE"),
             ("faults", "STUB_FAULTS"),
             ("slow_seconds", "STUB_SLOW_SECONDS"),
+            ("echo_api_key", "STUB_ECHO_API_KEY"),
         ):
             if env.get(variable):
                 values[key] = env[variable]
@@ -198,7 +204,9 @@ class StubServer:
         if delay:
             await asyncio.sleep(delay)
         if fault in ("429", "500", "503"):
-            return self._error(int(fault), f"injected fault {fault}")
+            key = request.headers.get("x-goog-api-key") or request.query.get("key")
+            echo = f" (API key {key})" if self.config.echo_api_key and key else ""
+            return self._error(int(fault), f"injected fault {fault}{echo}")
         text = answer_for(prompt, model)
         tokens = len(prompt.split())
         payload = {
@@ -364,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "faults": args.faults,
                 "slow_seconds": args.slow_seconds,
                 "seed": args.seed,
-            }
+            },
+            base=env,  # keeps what only the environment sets (STUB_ECHO_API_KEY)
         )
     except ValueError as exc:
         parser.error(str(exc))

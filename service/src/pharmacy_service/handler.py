@@ -75,11 +75,11 @@ class ScoringHandler:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("The request body is not valid UTF-8.") from None
-        if mime == JSON and self.uses_apredict:
-            fast = _records_without_pandas(text)
-            if fast is not None:
-                return fast
         try:
+            if mime == JSON and self.uses_apredict:
+                fast = _records_without_pandas(text)
+                if fast is not None:
+                    return fast[0], self.check_params(fast[1])
             if mime == CSV:
                 from io import StringIO
 
@@ -87,17 +87,44 @@ class ScoringHandler:
             parsed = scoring_server._parse_json_data(  # type: ignore[no-untyped-call]
                 text, self.model.metadata, self._input_schema
             )
+        except RecursionError:
+            raise bad_request("The JSON body is nested too deeply.") from None
+        except ServingError:
+            raise
         except Exception as exc:
             raise to_serving_error(exc) from exc
-        params = parsed.params
-        if params is not None and not isinstance(params, dict):
+        return parsed.data, self.check_params(parsed.params)
+
+    def check_params(self, params: Any) -> dict[str, Any] | None:
+        """``params`` against the model's params schema (MLflow's check, types converted), and
+        ``timeout`` (seconds) must not be negative: errors name the parameter (422)."""
+        if params is None:
+            return None
+        if not isinstance(params, dict):
             raise ServingError(422, "INVALID_INPUT", "'params' must be an object.", "params")
-        return parsed.data, params
+        if self._params_schema is not None:
+            from mlflow.models.utils import _enforce_params_schema
+
+            try:
+                params = _enforce_params_schema(params, self._params_schema)
+            except Exception as exc:
+                raise to_serving_error(exc) from exc
+        timeout = params.get("timeout")
+        if timeout is not None and not (isinstance(timeout, int | float) and 0 <= timeout < 1e9):
+            raise ServingError(
+                422,
+                "INVALID_INPUT",
+                f"params.timeout must be a number of seconds, 0 or more (0: the server's "
+                f"limit), not {timeout!r}.",
+                "params.timeout",
+            )
+        return dict(params)
 
     # -- predicting -------------------------------------------------------------------------
 
     async def predict(self, data: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """Admit (or shed), then run the model within one deadline."""
+        """Admit (or shed), then run the model within one deadline: the server's request
+        timeout, or the request's ``params.timeout`` when that is shorter."""
         if self._admitted >= self.settings.capacity:
             metrics.SHED.inc()
             raise ServingError(
@@ -108,7 +135,10 @@ class ScoringHandler:
             )
         self._admitted += 1
         metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
-        deadline = time.monotonic() + self.settings.request_timeout
+        seconds = self.settings.request_timeout
+        if params and params.get("timeout"):
+            seconds = min(seconds, float(params["timeout"]))
+        deadline = time.monotonic() + seconds
         try:
             if self.uses_apredict:
                 return await self._predict_async(data, params, deadline)

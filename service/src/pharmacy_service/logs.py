@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
+import traceback
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from modelhub.serving import request_id_var
 
-__all__ = ["RequestIdFilter", "configure_logging", "logging_config"]
+__all__ = ["RedactSecretsFilter", "RequestIdFilter", "configure_logging", "logging_config"]
+
+SECRET_VARIABLES = ("GEMINI_API_KEY", "PHARMACY_API_TOKEN")
 
 
 class RequestIdFilter(logging.Filter):
@@ -19,6 +23,35 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = request_id_var.get()
+        return True
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Replaces the values of the secret variables (the Gemini API key, the bearer token) in
+    every record, its message and its traceback, whatever logged it (an SDK error can echo
+    request details)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets = [
+            value for name in SECRET_VARIABLES if len(value := os.environ.get(name, "")) >= 4
+        ]
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[REDACTED]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = self._redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+            record.exc_text, record.exc_info = self._redact(text), None
         return True
 
 
@@ -42,13 +75,16 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "redact_secrets": {"()": RedactSecretsFilter},
+        },
         "formatters": {"default": formatter},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
-                "filters": ["request_id"],
+                "filters": ["request_id", "redact_secrets"],
                 "stream": "ext://sys.stderr",
             }
         },

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     """Chaos and test setting: the first N predictions in each worker fail once with
     "Event loop is closed", to see the executor's retries (``async_retry``) at work."""
 
+    fault_block_loop_seconds: float = Field(default=0.0, ge=0, le=600)
+    """Chaos and test setting: the first prediction in each worker blocks the executor's event
+    loop this long (a synchronous sleep inside async code), to see loop lag and timeouts."""
+
     @property
     def capacity(self) -> int:
         """Predictions admitted at once (running + waiting) before shedding."""

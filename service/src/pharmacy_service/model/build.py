@@ -108,7 +108,12 @@ def build(
             "input_example": pd.DataFrame(INPUT_EXAMPLE),
             # Keys a server may set when loading (MLflow ignores keys not saved here); empty
             # values mean "use the PHARMACY_* environment variables, then the defaults".
-            "model_config": {"llm_backend": None, "llm_strict": None, "inject_loop_errors": 0},
+            "model_config": {
+                "llm_backend": None,
+                "llm_strict": None,
+                "inject_loop_errors": 0,
+                "inject_loop_block": 0.0,
+            },
         }
         if not register:
             if output is None:

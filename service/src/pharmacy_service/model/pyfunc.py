@@ -64,6 +64,7 @@ class PharmacyModel(PythonModel):
             backend,
             strict=_flag("PHARMACY_LLM_STRICT") if strict is None else bool(strict),
             inject_loop_errors=int(config.get("inject_loop_errors") or 0),
+            inject_loop_block=float(config.get("inject_loop_block") or 0.0),
         )
 
     # pd.DataFrame on purpose: MLflow reads predict's type hints, and a `list[...]` hint would
