@@ -119,6 +119,7 @@ class ServerState:
         self.model_info: dict[str, Any] = {"uri": settings.model_uri}
         self.draining = False
         self.load_error: str | None = None
+        self.executor_metrics = metrics.ExecutorMetrics()
 
 
 def load_model(settings: Settings) -> Any:
@@ -139,8 +140,9 @@ def load_model(settings: Settings) -> Any:
 class RequestContext:
     """Request id in and out (``X-Request-ID``), metrics, and one access log line per request."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, draining: Callable[[], bool] = lambda: False) -> None:
         self.app = app  # the FastAPI app inside (routes, OpenAPI)
+        self.draining = draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,8 +160,10 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                if self.draining():  # the client should not reuse this connection
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
             await send(message)
 
         metrics.IN_FLIGHT.inc()
@@ -199,7 +203,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        executor = AsyncExecutor(ExecutorConfig.from_env(), hooks=metrics.ExecutorMetrics())
+        executor = AsyncExecutor(ExecutorConfig.from_env(), hooks=state.executor_metrics)
         AsyncExecutor.set_default(executor)  # what the model's predict uses via run_async
         state.executor = executor
         _drain_on_sigterm(state)
@@ -264,7 +268,9 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     app.state.server = state
     _install_error_handlers(app)
 
-    def authorize(request: Request) -> None:
+    async def authorize(request: Request) -> None:
+        # async on purpose: FastAPI runs a sync dependency in its thread pool, a thread hop
+        # (and up to 40 threads) per request for a few microseconds of work.
         token = settings.api_token
         if token is None:
             return
@@ -282,11 +288,13 @@ def create_app(settings: Settings | None = None) -> RequestContext:
             )
 
     def handler() -> ScoringHandler:
-        if state.handler is None or state.draining:
+        # While draining, requests that still arrive are answered (with Connection: close):
+        # refusing them would lose work that this worker can still do.
+        if state.handler is None:
             raise ServingError(
                 503,
                 "NOT_READY",
-                "The model is not loaded or the server is draining.",
+                "The model is not loaded (starting, or it failed to load).",
                 headers={"Retry-After": "1"},
             )
         return state.handler
@@ -299,9 +307,10 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     )
     async def invocations(request: Request) -> Response:
         scorer = handler()
-        body = await read_body(request, settings.max_body_bytes)
-        data, params = scorer.parse_invocations(body, request.headers.get("content-type"))
-        predictions = await scorer.predict(data, params)
+        with scorer.admitted():
+            body = await read_body(request, settings.max_body_bytes)
+            data, params = scorer.parse_invocations(body, request.headers.get("content-type"))
+            predictions = await scorer.predict(data, params)
         return Response(json.dumps({"predictions": predictions}), media_type="application/json")
 
     @app.post(
@@ -313,20 +322,21 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     )
     async def screen(request: Request) -> ScreenResponse:
         scorer = handler()
-        body = await read_body(request, settings.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise ServingError(
                 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json."
             )
-        try:
-            payload = ScreenRequest.model_validate_json(body)
-        except ValueError as exc:
-            raise RequestValidationError(getattr(exc, "errors", lambda: [])()) from exc
-        import pandas as pd
+        with scorer.admitted():
+            body = await read_body(request, settings.max_body_bytes)
+            try:
+                payload = ScreenRequest.model_validate_json(body)
+            except ValueError as exc:
+                raise RequestValidationError(getattr(exc, "errors", lambda: [])()) from exc
+            import pandas as pd
 
-        rows = pd.DataFrame([p.model_dump() for p in payload.patients])
-        return ScreenResponse(results=await scorer.predict(rows, None))
+            rows = pd.DataFrame([p.model_dump() for p in payload.patients])
+            return ScreenResponse(results=await scorer.predict(rows, None))
 
     @app.get("/health/live", tags=["health"], summary="Process and executor loop responsive")
     async def live() -> JSONResponse:
@@ -385,15 +395,23 @@ def create_app(settings: Settings | None = None) -> RequestContext:
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def prometheus() -> Response:
+        if state.executor is not None:  # a loop blocked right now reports no lag by itself
+            state.executor_metrics.on_loop_lag(state.executor.loop_lag)
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
-    return RequestContext(app)
+    return RequestContext(app, draining=lambda: state.draining)
 
 
 def create_app_from_env() -> RequestContext:
     """gunicorn's entry point: settings from the environment, logging configured once."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    # What loading the model imports (about 4 s): under gunicorn's preload_app this runs once,
+    # in the master, and every worker forks with it. No thread is started by these imports.
+    import google.genai  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+    import pandas  # noqa: F401
+
     return create_app(settings)
 
 
@@ -439,20 +457,44 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _drain_on_sigterm(state: ServerState) -> None:
-    """On SIGTERM, readiness turns 503 at once; the server's own handler then drains."""
+    """On SIGTERM: readiness turns 503, the worker stops accepting connections (the other
+    workers, or pods, take the new ones), and every answer carries ``Connection: close`` so that
+    clients leave the connections they have; ``drain_delay`` seconds later the server's own
+    handler (uvicorn's) finishes what is in flight and exits. Closing a connection at the moment
+    its client sends a request is what loses requests on restarts; this leaves none to close."""
     try:
         previous = signal.getsignal(signal.SIGTERM)
     except ValueError:  # not the main thread (in-process tests): nothing to chain
         return
+    loop = asyncio.get_running_loop()
+    delay = state.settings.drain_delay
 
     def on_sigterm(signum: int, frame: Any) -> None:
+        again = state.draining
         state.draining = True
         metrics.DRAINING.set(1)
-        logger.info("draining: readiness is now 503", extra={"event": "draining"})
-        if callable(previous):
+        if not callable(previous):
+            return
+        if again or delay <= 0:  # a second SIGTERM: stop now
             previous(signum, frame)
+            return
+        logger.info(
+            "draining: readiness is now 503, no new connections, answers close theirs; "
+            "stopping in %.1f s",
+            delay,
+            extra={"event": "draining"},
+        )
+        loop.call_soon_threadsafe(_stop_accepting, previous)
+        loop.call_soon_threadsafe(loop.call_later, delay, previous, signum, frame)
 
     try:
         signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:
         return
+
+
+def _stop_accepting(handle_exit: Any) -> None:
+    """Close this worker's listening servers; the socket stays open in gunicorn's other
+    processes. ``handle_exit`` is uvicorn's ``Server.handle_exit``; its server lists them."""
+    for listener in getattr(getattr(handle_exit, "__self__", None), "servers", None) or []:
+        listener.close()

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from modelhub.serving import ExecutorTimeoutError
+from modelhub.serving import ExecutorTimeoutError, is_loop_error
 
 from .model.errors import InvalidInputError, LLMUnavailableError
 
@@ -59,6 +59,13 @@ def to_serving_error(exc: BaseException) -> ServingError:
         if exc.kind == "timeout":
             return ServingError(504, "UPSTREAM_TIMEOUT", str(exc))
         return ServingError(502, "UPSTREAM_ERROR", str(exc))
+    if is_loop_error(exc):  # the executor retried it and logged async_failed with the traceback
+        return ServingError(
+            500,
+            "EVENT_LOOP_ERROR",
+            f"An event-loop error persisted after every attempt ({exc}); it is in the server "
+            "log as async_failed.",
+        )
     mlflow_error = _from_mlflow(exc)
     if mlflow_error is not None:
         return mlflow_error

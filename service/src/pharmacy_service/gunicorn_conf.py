@@ -2,7 +2,7 @@
 
 Environment: ``PORT`` (8080), ``HOST`` (0.0.0.0), ``WEB_CONCURRENCY`` (workers, 2),
 ``GRACEFUL_TIMEOUT`` (25 s: shorter than Kubernetes' grace period), ``WORKER_TIMEOUT`` (60 s),
-``KEEPALIVE`` (5 s), ``MAX_REQUESTS`` (20000, with 10% jitter; 0 disables),
+``KEEPALIVE`` (5 s), ``MAX_REQUESTS`` (20000, with 10% jitter; 0 disables), ``PRELOAD_APP`` (true),
 ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory when unset).
 """
 
@@ -17,9 +17,18 @@ from typing import Any
 from pharmacy_service.logs import logging_config
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="pharmacy-metrics-"))
+# It must exist before the app is preloaded (the metrics module opens its files at import);
+# on_starting empties it once, at the master's start.
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 wsgi_app = "pharmacy_service.app:create_app_from_env()"
 worker_class = "uvicorn_worker.UvicornWorker"
+# Import the app (mlflow, pandas, google-genai: most of a worker's start-up) once in the master;
+# each worker then only loads the model (lifespan, after the fork: no thread crosses a fork).
+# A new worker (SIGHUP, max_requests, a crash) serves in about a second instead of four, and
+# the workers share the imported code's memory. SIGHUP then reloads workers, not code: deploy
+# new code by restarting the master (or rolling the pods). PRELOAD_APP=false turns it off.
+preload_app = os.environ.get("PRELOAD_APP", "true").lower() not in ("0", "false", "no")
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "25"))

@@ -10,7 +10,9 @@ import contextvars
 import json
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from modelhub.serving import AsyncExecutor
@@ -122,9 +124,10 @@ class ScoringHandler:
 
     # -- predicting -------------------------------------------------------------------------
 
-    async def predict(self, data: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """Admit (or shed), then run the model within one deadline: the server's request
-        timeout, or the request's ``params.timeout`` when that is shorter."""
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Admit a request (read, parse, predict) or shed it with 503 before reading its body:
+        a shed request costs as little as possible, so that shedding itself cannot overload."""
         if self._admitted >= self.settings.capacity:
             metrics.SHED.inc()
             raise ServingError(
@@ -135,6 +138,15 @@ class ScoringHandler:
             )
         self._admitted += 1
         metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+            metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+
+    async def predict(self, data: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run the model within one deadline: the server's request timeout, or the request's
+        ``params.timeout`` when that is shorter. Call it inside :meth:`admitted`."""
         seconds = self.settings.request_timeout
         if params and params.get("timeout"):
             seconds = min(seconds, float(params["timeout"]))
@@ -147,9 +159,6 @@ class ScoringHandler:
             raise
         except Exception as exc:
             raise to_serving_error(exc) from exc
-        finally:
-            self._admitted -= 1
-            metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
 
     async def _predict_async(
         self, data: Any, params: dict[str, Any] | None, deadline: float

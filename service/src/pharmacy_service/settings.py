@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted; larger ones get 413."""
 
+    drain_delay: float = Field(default=1.0, ge=0, le=60)
+    """Seconds a worker keeps answering after SIGTERM, every answer with ``Connection: close``,
+    before it stops accepting and drains; clients move to other workers without a reset."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Root log level."""
 
