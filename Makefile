@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install serve test lint compose-smoke bench lock clean
+.PHONY: install serve test lint compose-smoke reliability audit bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ lint: install  ## ruff (lint + format check) and mypy --strict on both packages
 
 compose-smoke: install  ## build the image, compose up --wait, check it for real, compose down -v
 	scripts/with-docker.sh $(BIN)/python -m pytest -s -m container tests/container $(PYTEST_ARGS)
+
+reliability: install  ## restarts, drain, worker kill, overload, soak, faults, bad input (~6 min)
+	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
+
+audit: install  ## pip-audit on the image's pinned dependencies (requirements/runtime.txt)
+	$(BIN)/python scripts/audit.py
 
 bench: install  ## run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/executor_overhead.py

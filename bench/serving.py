@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from harness import cpu_seconds, free_port, rss_mib
+from harness import cpu_seconds, free_port, rss_mib, tree_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -40,6 +40,16 @@ UPSTREAM_MS = 200
 BODY = json.dumps(
     {"dataframe_records": [{"patient_id": "w1", "medications": ["Coumadin", "Advil"]}]}
 )
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            total += cpu_seconds(p)
+        except FileNotFoundError:
+            continue
+    return total
 
 
 @dataclass
@@ -217,6 +227,7 @@ def main() -> int:
                         for kind in kinds:
                             server = servers[kind]
                             stub_cpu = cpu_seconds(stub.pid)
+                            server_cpu = tree_cpu_seconds(server.process.pid)
                             result = wrk(
                                 server.base_url, connections, args.duration, script, server
                             )
@@ -227,6 +238,12 @@ def main() -> int:
                                 round=round_index + 1,
                                 startup_s=round(server.startup_seconds, 2),
                                 stub_cpu_s=round(cpu_seconds(stub.pid) - stub_cpu, 2),
+                                server_cpu_ms=round(
+                                    1000
+                                    * (tree_cpu_seconds(server.process.pid) - server_cpu)
+                                    / max(1, result["requests"]),
+                                    2,
+                                ),
                             )
                             results.append(result)
                             print(
@@ -239,9 +256,42 @@ def main() -> int:
         stub.terminate()
         stub.wait(10)
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, args.output.with_suffix(".png"))
     args.output.write_text(report(results, args))
     print(args.output.read_text().split("## Raw")[0])
     return 0
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Throughput and p99 against connections, one line per server and worker count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = sorted({(r["server"], r["workers"]) for r in results})
+    for server, workers in series:
+        rows = [r for r in results if r["server"] == server and r["workers"] == workers]
+        levels = sorted({r["connections"] for r in rows})
+        rps = [statistics.median(r["rps"] for r in rows if r["connections"] == c) for c in levels]
+        p99 = [
+            statistics.median(r["p99_ms"] for r in rows if r["connections"] == c) for c in levels
+        ]
+        style = "-" if workers == 1 else "--"
+        label = f"{server}, {workers} worker{'s' if workers > 1 else ''}"
+        left.plot(levels, rps, style, marker="o", label=label)
+        right.plot(levels, p99, style, marker="o", label=label)
+    left.set(xlabel="concurrent connections", ylabel="requests/s", title="Throughput")
+    right.set(xlabel="concurrent connections", ylabel="p99 latency (ms)", title="p99 latency")
+    right.axhline(3 * UPSTREAM_MS, color="grey", linewidth=0.8, linestyle=":")
+    right.annotate("3x upstream", (min(r["connections"] for r in results), 3 * UPSTREAM_MS))
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    fig.suptitle(f"gemini backend against the stub ({UPSTREAM_MS} ms); wrk; 2 cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -268,8 +318,10 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "sync `predict` in its 64-thread pool; `mlflow` runs `predict` via `asyncio.to_thread`.",
         f"- Little's law ceiling: connections / {UPSTREAM_MS} ms (100 connections: 500 req/s).",
         "",
-        "| workers | connections | server | req/s | % of ceiling | p50 ms | p99 ms | errors | peak RSS MiB | start-up s | stub CPU s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "![throughput and p99 against connections](serving.png)",
+        "",
+        "| workers | connections | server | req/s | % of ceiling | p50 ms | p99 ms | errors | peak RSS MiB | start-up s | stub CPU s | server CPU ms/request |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     keys = sorted(
         {(r["workers"], r["connections"], r["server"]) for r in results},
@@ -288,6 +340,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 "peak_rss_mib",
                 "startup_s",
                 "stub_cpu_s",
+                "server_cpu_ms",
             )
         }
         medians[key] = m
@@ -295,7 +348,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines.append(
             f"| {key[0]} | {key[1]} | {key[2]} | {m['rps']:.1f} | {100 * m['rps'] / ceiling:.0f}% | "
             f"{m['p50_ms']:.0f} | {m['p99_ms']:.0f} | {m['errors']:.0f} | {m['peak_rss_mib']:.0f} | "
-            f"{m['startup_s']:.1f} | {m['stub_cpu_s']:.1f} |"
+            f"{m['startup_s']:.1f} | {m['stub_cpu_s']:.1f} | {m['server_cpu_ms']:.1f} |"
         )
     lines += ["", "## Targets (100 connections, one worker each)", ""]
     ours, theirs = medians.get((1, 100, "ours")), medians.get((1, 100, "mlflow"))

@@ -6,11 +6,14 @@ that have none running. Not part of `make test`; CI runs it through `make compos
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "pharmacy-smoke"
 WARFARIN_ADVIL = {"patient_id": "p1", "medications": ["Coumadin", "Advil"]}
+API_KEY = "AIzaSmoke" + secrets.token_hex(16)
 
 
 def compose_command() -> list[str]:
@@ -84,6 +88,9 @@ def stack() -> Iterator[Stack]:
     port, stub_port = free_port(), free_port()
     env = {
         **os.environ,
+        # A key in the environment of the build and of the server: it must end up in no image
+        # layer, no log line and no answer (the stub ignores it).
+        "GEMINI_API_KEY": API_KEY,
         "PHARMACY_PORT": str(port),
         "STUB_PORT": str(stub_port),
         "STUB_LATENCY_MS": "50",
@@ -219,3 +226,49 @@ def test_logs_are_json_lines_and_retries_carry_the_request_id(stack: Stack) -> N
     assert all(r["level"] == "WARNING" and r["request_id"] for r in retries), retries
     logged = {r.get("request_id") for r in records if r.get("event") == "request"}
     assert set(request_ids) <= logged
+
+
+def test_no_secret_in_the_image_logs_or_answers(stack: Stack) -> None:
+    container = stack.inspect("pharmacy-model")
+    env = dict(e.split("=", 1) for e in container["Config"]["Env"])
+    assert env["GEMINI_API_KEY"] == API_KEY  # given at run time, so the checks below can fail
+    image = container["Config"]["Image"]
+    image_env = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "GEMINI_API_KEY" not in image_env
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", image],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert API_KEY not in history
+    # Every file of every layer (docker save), searched for the key's value.
+    saved = subprocess.run(["docker", "save", image], capture_output=True, check=True, timeout=600)
+    needle = API_KEY.encode()
+    files = 0
+    with tarfile.open(fileobj=io.BytesIO(saved.stdout)) as outer:
+        for member in outer:
+            blob = outer.extractfile(member) if member.isfile() else None
+            if blob is None:
+                continue
+            data = blob.read()
+            assert needle not in data, member.name
+            if data[257:262] == b"ustar":  # a layer: look inside it too
+                with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                    for item in layer:
+                        inner = layer.extractfile(item) if item.isfile() else None
+                        if inner is not None:
+                            files += 1
+                            assert needle not in inner.read(), item.name
+    assert files > 1000  # the layers were really read
+    httpx.post(f"{stack.base}/v1/screen", json={"patients": [WARFARIN_ADVIL]}, timeout=60)
+    for path in ("/version", "/metrics", "/health/ready", "/openapi.json"):
+        assert API_KEY not in httpx.get(f"{stack.base}{path}", timeout=10).text, path
+    assert not [line for line in stack.log_lines("pharmacy-model") if API_KEY in line]
