@@ -197,7 +197,8 @@ def test_grace_period_covers_the_pre_stop_pause_and_gunicorn_drain(overlay: str)
     assert pre_stop[0] == "sleep"
     graceful = int(config_map(overlay)["GRACEFUL_TIMEOUT"])
     assert graceful == gunicorn_conf.graceful_timeout  # the same default the server uses
-    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + graceful
+    drain_delay = Settings().drain_delay  # SIGTERM -> stop accepting, then uvicorn drains
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain_delay + graceful
 
 
 # -- monitoring -----------------------------------------------------------------------------
@@ -279,4 +280,4 @@ def test_compose_serves_on_loopback_with_the_stub_and_hardening() -> None:
     assert model["healthcheck"]["test"] == ["CMD", "pharmacy-healthcheck"]  # /health/ready
     assert model["depends_on"]["gemini-stub"]["condition"] == "service_healthy"
     grace = float(model["stop_grace_period"].rstrip("s"))
-    assert grace > gunicorn_conf.graceful_timeout
+    assert grace > Settings().drain_delay + gunicorn_conf.graceful_timeout
