@@ -24,7 +24,13 @@ RUN pip install --no-deps --no-build-isolation /src/modelhub_sdk /src/service \
  && pharmacy-build-model --output /opt/pharmacy-model \
  && python -m compileall -q /opt/pharmacy-model
 
-FROM ${PYTHON_IMAGE} AS runtime
+# The optional MLflow tracking server (compose profile `registry`): the same venv plus what
+# `mlflow server` needs, pinned and hashed like the rest.
+FROM builder AS registry-builder
+COPY requirements/registry.txt /src/requirements/registry.txt
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r /src/requirements/registry.txt
+
+FROM ${PYTHON_IMAGE} AS runtime-base
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -43,3 +49,18 @@ USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["pharmacy-healthcheck"]
 CMD ["gunicorn", "-c", "python:pharmacy_service.gunicorn_conf"]
+
+# docker build --target registry: an MLflow tracking server with its store in /mlflow (a volume).
+FROM runtime-base AS registry
+COPY --from=registry-builder /opt/venv /opt/venv
+USER 0:0
+RUN mkdir -p /mlflow && chown 10001:10001 /mlflow
+USER 10001:10001
+EXPOSE 5000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["pharmacy-healthcheck", "http://127.0.0.1:5000/health"]
+CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", \
+     "--backend-store-uri", "sqlite:////mlflow/mlflow.db", "--artifacts-destination", "/mlflow/artifacts"]
+
+# The default target: the model server.
+FROM runtime-base AS runtime

@@ -45,7 +45,7 @@ bench: install  ## run the benchmarks; results go to bench/results/
 
 SETUPTOOLS := setuptools==84.2.1  # builds the two packages inside the image (no build isolation)
 
-lock:  ## re-resolve requirements/constraints.txt, then the image's hashed requirements/runtime.txt
+lock:  ## re-resolve requirements/constraints.txt, then the image's hashed runtime.txt and registry.txt
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet -r requirements/dev.in -e modelhub_sdk -e service
 	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' > requirements/constraints.txt
@@ -60,6 +60,9 @@ lock:  ## re-resolve requirements/constraints.txt, then the image's hashed requi
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 	  --output-file requirements/runtime.txt requirements/runtime.in
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	  --output-file requirements/registry.txt requirements/registry.in
 	rm -rf .venv-lock
 
 clean:
