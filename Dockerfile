@@ -56,10 +56,12 @@ COPY --from=registry-builder /opt/venv /opt/venv
 USER 0:0
 RUN mkdir -p /mlflow && chown 10001:10001 /mlflow
 USER 10001:10001
+ENV MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["pharmacy-healthcheck", "http://127.0.0.1:5000/health"]
-CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000", \
+# env -u: mlflow's own metrics stay in process (the multiprocess directory is the model server's)
+CMD ["env", "-u", "PROMETHEUS_MULTIPROC_DIR", "mlflow", "server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1", \
      "--backend-store-uri", "sqlite:////mlflow/mlflow.db", "--artifacts-destination", "/mlflow/artifacts"]
 
 # The default target: the model server.

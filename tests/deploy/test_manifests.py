@@ -66,8 +66,10 @@ def config_map(overlay: str) -> dict[str, str]:
 
 
 def dockerfile_expose() -> int:
-    text = (ROOT / "Dockerfile").read_text()
-    (port,) = re.findall(r"^EXPOSE (\d+)$", text, flags=re.MULTILINE)
+    """The port the model server's stage (runtime-base, which the default target is) exposes."""
+    stages = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)
+    (server,) = [stage for stage in stages if stage.split("\n", 1)[0].endswith("AS runtime-base")]
+    (port,) = re.findall(r"^EXPOSE (\d+)$", server, flags=re.MULTILINE)
     return int(port)
 
 
