@@ -117,6 +117,8 @@ compose_plugin
 if ! engine_answers; then
   install_packages
   trap stop_engine EXIT
+  trap 'exit 130' INT  # signals end the script through its EXIT trap: the engine stops too
+  trap 'exit 143' TERM
   start_engine
 fi
 provide_base_image
