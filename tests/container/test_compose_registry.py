@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.container.test_compose_smoke import ROOT, WARFARIN_ADVIL, compose_command
+from tests.support.compose import ROOT, WARFARIN_ADVIL, compose_command
 from tests.support.gunicorn import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]

