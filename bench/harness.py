@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
 
 
 def free_port() -> int:
@@ -58,3 +65,42 @@ def cpu_seconds(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+@contextlib.contextmanager
+def launched(
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    ready_url: str,
+    name: str,
+    seconds: float = 60,
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Start ``command`` in its own process group, logging to ``log``; yield it with its
+    start-up time once ``ready_url`` answers 200; stop the whole group afterwards."""
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}")
+            if time.monotonic() - started > seconds:
+                raise RuntimeError(f"{name} not ready after {seconds} s")
+            try:
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        yield process, time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)

@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from harness import children, free_port, process_stats
+from harness import children, free_port, launched, process_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,7 +68,7 @@ class Stub:
 
 
 @contextlib.contextmanager
-def stub_process(latency_ms: float) -> Iterator[Stub]:
+def stub_process(latency_ms: float, logs: Path) -> Iterator[Stub]:
     port = free_port()
     command = [
         str(BIN / "pharmacy-gemini-stub"),
@@ -77,14 +77,12 @@ def stub_process(latency_ms: float) -> Iterator[Stub]:
         "--latency-ms",
         str(latency_ms),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stub = Stub(f"http://127.0.0.1:{port}", process)
-    try:
-        wait_for(f"{stub.url}/health", process, "stub", 30)
-        yield stub
-    finally:
-        process.terminate()
-        process.wait(10)
+    url = f"http://127.0.0.1:{port}"
+    with launched(command, dict(os.environ), logs / "stub.log", f"{url}/health", "stub", 30) as (
+        process,
+        _,
+    ):
+        yield Stub(url, process)
 
 
 @dataclass
@@ -120,20 +118,6 @@ class Server:
         return total
 
 
-def wait_for(url: str, process: subprocess.Popen[bytes], name: str, seconds: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return time.monotonic() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} not ready after {seconds} s")
-
-
 @contextlib.contextmanager
 def server(
     model: Path, stub: Stub, logs: Path, name: str, workers: int = 2, **env: str
@@ -154,17 +138,10 @@ def server(
     )
     full_env.update(env)
     log = logs / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            start_new_session=True,
-        )
-    running = Server(f"http://127.0.0.1:{port}", process, log, full_env)
-    try:
-        wait_for(f"{running.base}/health/ready", process, name, 60)
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    base = f"http://127.0.0.1:{port}"
+    with launched(command, full_env, log, f"{base}/health/ready", name) as (process, _):
+        running = Server(base, process, log, full_env)
         deadline = time.monotonic() + 30
         while len(running.workers()) < workers and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -175,14 +152,6 @@ def server(
                 break
             time.sleep(0.1)
         yield running
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -861,7 +830,7 @@ def main() -> int:
     logs.mkdir()
     results: list[Result] = []
     started = time.monotonic()
-    with stub_process(latency_ms=100) as stub:
+    with stub_process(latency_ms=100, logs=logs) as stub:
         for name in args.only or list(SCENARIOS):
             t0 = time.monotonic()
             result = SCENARIOS[name](model, stub, logs, args.quick)

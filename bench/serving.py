@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from harness import cpu_seconds, free_port, rss_mib, tree_pids
+from harness import cpu_seconds, free_port, launched, rss_mib, tree_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -102,30 +101,9 @@ def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> It
         command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
         ready_path = "/health/ready"
     log = logs / f"{kind.replace(' ', '_').strip('()')}-{workers}.log"
-    started = time.monotonic()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{kind} exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(base + ready_path, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        startup = time.monotonic() - started
+    with launched(command, env, log, base + ready_path, kind) as (process, startup):
         yield Server(kind, base, process, startup)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
