@@ -73,28 +73,91 @@ class Interaction(BaseModel):
     severity: Literal["contraindicated", "major", "moderate", "minor"]
     mechanism: str
     clinical_effect: str
-    advice: str
+    advice: str = Field(description="Advice for this pair (the rule's advice for its members)")
     rule_id: str
-    basis: str
+    basis: Literal["drug pair", "drug and class", "class pair"]
+    source: str = Field(description="The label section or reference the rule follows")
 
 
-class Normalization(BaseModel):
+class NotCovered(BaseModel):
+    input: str = Field(description="The medication string as written")
+    name: str = Field(description="The real drug it names, which the knowledge base does not cover")
+
+
+class Correction(BaseModel):
+    input: str = Field(description="The name as written")
+    read_as: str = Field(description="The real drug name it was read as")
+    generics: list[str]
+    confidence: float
+
+
+class NotScreened(BaseModel):
     input: str
     generic: str
-    method: str
+    route: str
+    reason: str
+
+
+class Duplicate(BaseModel):
+    generic: str
+    inputs: list[str] = Field(description="The medication strings that all supply this drug")
+
+
+class ResolvedBy(BaseModel):
+    name: str
+    method: Literal[
+        "generic",
+        "brand",
+        "synonym",
+        "product",
+        "salt",
+        "combination",
+        "lexicon",
+        "typo",
+        "ambiguous",
+    ]
     confidence: float
+    read_as: str | None
+    candidates: list[str]
+
+
+class Medication(BaseModel):
+    """One medication string: its parsed fields, and what the screen did with it."""
+
+    text: str
+    name: str | None
+    strength: str | None
+    unit: str | None
+    form: str | None
+    route: str | None
+    frequency: str | None
+    as_needed: bool
+    release: str | None
+    dose: str | None
+    modifier: str | None
+    sig: str | None
+    status: Literal["screened", "not_covered", "local_route", "unrecognized"]
+    generics: list[str] = Field(description="Drugs screened for interactions")
+    not_covered: list[str]
+    not_screened: list[str] = Field(description="Drugs in a local product (eye, ear, skin)")
+    resolved_by: list[ResolvedBy]
 
 
 class ScreenResult(BaseModel):
     patient_id: str
-    medications_normalized: list[str]
+    medications_normalized: list[str] = Field(description="The drugs screened, each once")
     unrecognized: list[str]
+    not_covered: list[NotCovered] = Field(description="Real drugs recognised but not covered")
+    corrections: list[Correction] = Field(description="Names read as a likely misspelling")
+    not_screened: list[NotScreened]
+    duplicates: list[Duplicate]
     interactions: list[Interaction]
     highest_severity: Literal["contraindicated", "major", "moderate", "minor", "none"]
     counseling_note: str
     note_source: Literal["llm", "template", "fallback"]
     backend: str
-    normalization: list[Normalization]
+    disclaimer: str
+    medications: list[Medication]
 
 
 class ScreenResponse(BaseModel):

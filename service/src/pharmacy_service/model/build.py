@@ -92,16 +92,13 @@ def build(
     import mlflow
     import pandas as pd
 
-    from .knowledge import BUNDLED_FORMULARY, BUNDLED_INTERACTIONS
+    from .knowledge import BUNDLED
 
     with tempfile.TemporaryDirectory(prefix="pharmacy-model-code-") as staging:
         options: dict[str, Any] = {
             # A model from code: MLflow runs this file to build the model (no pickle).
             "python_model": str(Path(__file__).with_name("mlflow_model.py")),
-            "artifacts": {
-                "formulary": str(BUNDLED_FORMULARY),
-                "interactions": str(BUNDLED_INTERACTIONS),
-            },
+            "artifacts": BUNDLED.as_artifacts(),
             "code_paths": _stage_code(Path(staging)),
             "pip_requirements": pip_requirements(),
             "signature": signature(),

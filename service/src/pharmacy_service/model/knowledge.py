@@ -1,103 +1,169 @@
-"""The bundled knowledge base: a formulary (names -> generic, classes) and interaction rules.
+"""The bundled knowledge base: the formulary, drug classes, interaction rules and the lexicon.
 
-Both are JSON files validated by the pydantic models below when they are loaded; the model's
-MLflow artifacts carry them, so a saved model always screens with the data it was built with.
+The files are data with a source on every class and rule (see ``knowledge/README.md``); the
+pydantic models below validate them when they are loaded, and :class:`KnowledgeBase` checks that
+they agree with each other. The model's MLflow artifacts carry the files, so a saved model always
+screens with the data it was built with.
+
+``python -m pharmacy_service.model.knowledge`` validates the bundled files and prints their size
+and any rule that can never be the one shown for a pair.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
+from itertools import combinations
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "BUNDLED_FORMULARY",
-    "BUNDLED_INTERACTIONS",
+    "BUNDLED",
+    "KNOWLEDGE_ARTIFACTS",
+    "LOCAL_ROUTES",
     "SEVERITY_RANK",
+    "Ambiguous",
+    "ClassFile",
+    "DrugClass",
     "DrugEntry",
-    "Formulary",
+    "DrugFile",
     "InteractionRule",
-    "InteractionRules",
     "KnowledgeBase",
+    "KnowledgeFiles",
+    "Product",
+    "RuleFile",
     "RuleSide",
     "Severity",
 ]
 
 Severity = Literal["contraindicated", "major", "moderate", "minor"]
 SEVERITY_RANK: Mapping[str, int] = {"minor": 1, "moderate": 2, "major": 3, "contraindicated": 4}
+LocalRoute = Literal["topical", "ophthalmic", "otic", "vaginal"]
+LOCAL_ROUTES: frozenset[str] = frozenset(LocalRoute.__args__)  # type: ignore[attr-defined]
+"""Routes whose products are not screened as systemic exposure (unless a label says so)."""
 
-_KNOWLEDGE = files("pharmacy_service.model").joinpath("knowledge")
-BUNDLED_FORMULARY = Path(str(_KNOWLEDGE.joinpath("formulary.json")))
-BUNDLED_INTERACTIONS = Path(str(_KNOWLEDGE.joinpath("interactions.json")))
-
-_Name = Field(min_length=2, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9 .,'/+()#-]*$")
+_Generic = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9 .,'-]*$")
+_Name = Field(min_length=2, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9 .,'/+()#&-]*$")
+_Source = Field(min_length=8, max_length=600)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DrugClass(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9_]+$")
-    description: str = Field(min_length=3)
-
-
 class DrugEntry(_Strict):
-    generic: str = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9 '-]*$")
-    classes: list[str] = Field(min_length=1)
+    generic: str = _Generic
     brands: list[str] = Field(default_factory=list)
     synonyms: list[str] = Field(default_factory=list)
+    local_routes_screened: dict[LocalRoute, str] = Field(default_factory=dict)
+    """Local routes still screened as systemic exposure, each with the label's words."""
 
     @model_validator(mode="after")
     def _names_are_valid(self) -> DrugEntry:
         for name in (*self.brands, *self.synonyms):
-            DrugNameCheck(name=name)
+            _NameCheck(name=name)
         return self
 
 
-class DrugNameCheck(_Strict):
+class _NameCheck(_Strict):
     name: str = _Name
 
 
-class Formulary(_Strict):
-    version: str
-    description: str
-    classes: list[DrugClass]
-    salt_suffixes: list[str]
-    dose_form_words: list[str]
-    drugs: list[DrugEntry] = Field(min_length=1)
+class Product(_Strict):
+    """A combination product, or a brand sold only for a local route."""
+
+    names: list[str] = Field(min_length=1)
+    components: list[str] = Field(min_length=1)
+    route: LocalRoute | None = None
+    source: str = _Source
 
     @model_validator(mode="after")
-    def _consistent(self) -> Formulary:
-        class_ids = {c.id for c in self.classes}
+    def _names_are_valid(self) -> Product:
+        for name in self.names:
+            _NameCheck(name=name)
+        return self
+
+
+class Ambiguous(_Strict):
+    """A name used for several drugs: screened only for what every candidate shares."""
+
+    name: str = _Name
+    candidates: list[str] = Field(min_length=2)
+
+
+class DrugFile(_Strict):
+    version: str
+    description: str
+    drugs: list[DrugEntry] = Field(min_length=1)
+    products: list[Product] = Field(default_factory=list)
+    ambiguous: list[Ambiguous] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DrugFile:
+        generics = {d.generic for d in self.drugs}
         seen: dict[str, str] = {}
+
+        def claim(name: str, owner: str) -> None:
+            key = " ".join(name.lower().split())
+            if key in seen and seen[key] != owner:
+                raise ValueError(f"name {name!r} is listed for both {seen[key]} and {owner}")
+            seen[key] = owner
+
         for drug in self.drugs:
-            unknown = set(drug.classes) - class_ids
-            if unknown:
-                raise ValueError(f"{drug.generic}: unknown classes {sorted(unknown)}")
             for name in (drug.generic, *drug.brands, *drug.synonyms):
-                key = name.lower()
-                if key in seen:
-                    raise ValueError(
-                        f"name {name!r} is listed for both {seen[key]} and {drug.generic}"
-                    )
-                seen[key] = drug.generic
+                claim(name, drug.generic)
+        for product in self.products:
+            missing = sorted(set(product.components) - generics)
+            if missing:
+                raise ValueError(f"product {product.names[0]!r}: unknown components {missing}")
+            for name in product.names:
+                claim(name, "product " + " + ".join(product.components))
+        for entry in self.ambiguous:
+            missing = sorted(set(entry.candidates) - generics)
+            if missing:
+                raise ValueError(f"ambiguous {entry.name!r}: unknown candidates {missing}")
+            claim(entry.name, "ambiguous " + " or ".join(entry.candidates))
+        return self
+
+
+class DrugClass(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    description: str = Field(min_length=3)
+    source: str = _Source
+    members: list[str] = Field(default_factory=list)
+
+
+class ClassFile(_Strict):
+    version: str
+    description: str
+    classes: list[DrugClass] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ClassFile:
+        ids = [c.id for c in self.classes]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate class ids: {duplicates}")
         return self
 
 
 class RuleSide(_Strict):
     drug: str | None = None
     class_: str | None = Field(default=None, alias="class")
+    except_: list[str] = Field(default_factory=list, alias="except")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RuleSide:
         if (self.drug is None) == (self.class_ is None):
             raise ValueError("a rule side names exactly one of 'drug' or 'class'")
+        if self.except_ and self.class_ is None:
+            raise ValueError("'except' applies to a class side only")
         return self
 
     @property
@@ -113,20 +179,27 @@ class InteractionRule(_Strict):
     mechanism: str = Field(min_length=10)
     clinical_effect: str = Field(min_length=5)
     advice: str = Field(min_length=5)
+    advice_for: dict[str, str] = Field(default_factory=dict)
+    """Advice for one member (keyed by generic) where the rule's advice does not fit it."""
+    source: str = _Source
+    sources_disagree: str | None = None
 
     @property
     def specificity(self) -> int:
         """2 for a drug pair, 1 for a drug and a class, 0 for two classes."""
         return (self.a.drug is not None) + (self.b.drug is not None)
 
+    def advice_for_pair(self, drug_a: str, drug_b: str) -> str:
+        return self.advice_for.get(drug_a) or self.advice_for.get(drug_b) or self.advice
 
-class InteractionRules(_Strict):
+
+class RuleFile(_Strict):
     version: str
     description: str
     rules: list[InteractionRule] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> InteractionRules:
+    def _unique_ids(self) -> RuleFile:
         ids = [rule.id for rule in self.rules]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -135,71 +208,221 @@ class InteractionRules(_Strict):
 
 
 @dataclass(frozen=True)
-class KnowledgeBase:
-    """The validated formulary and rules, with the indexes the screener needs."""
+class KnowledgeFiles:
+    """Where the four files are (the bundled ones, or a saved model's artifacts)."""
 
-    formulary: Formulary
-    rules: InteractionRules
+    drugs: Path
+    classes: Path
+    rules: Path
+    lexicon: Path
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> KnowledgeFiles:
+        return cls(
+            directory / "drugs.json",
+            directory / "classes.json",
+            directory / "rules.json",
+            directory / "lexicon.tsv.gz",
+        )
+
+    def as_artifacts(self) -> dict[str, str]:
+        return {name: str(getattr(self, name)) for name in KNOWLEDGE_ARTIFACTS}
+
+
+KNOWLEDGE_ARTIFACTS = ("drugs", "classes", "rules", "lexicon")
+"""The MLflow artifact names of the four files, in :class:`KnowledgeFiles` order."""
+
+
+BUNDLED = KnowledgeFiles.in_directory(Path(str(files("pharmacy_service.model") / "knowledge")))
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    """The validated files, cross-checked, with the indexes the resolver and screener need."""
+
+    drug_file: DrugFile
+    class_file: ClassFile
+    rule_file: RuleFile
+    lexicon: Mapping[str, str] = field(default_factory=dict)
+    """Lexicon variant (lower case) -> canonical name, for real drugs outside the formulary."""
+
     drugs: Mapping[str, DrugEntry] = field(init=False)
-    keys: Mapping[str, frozenset[str]] = field(init=False)
-    """generic -> {"drug:<generic>", "class:<c>", ...}: what a rule side can match."""
+    classes_of: Mapping[str, frozenset[str]] = field(init=False)
+    """generic -> the ids of its classes."""
+    keys: Mapping[str, tuple[str, ...]] = field(init=False)
+    """generic -> ("drug:<generic>", "class:<c>", ...), sorted: what a rule side can match."""
     rule_index: Mapping[tuple[str, str], tuple[InteractionRule, ...]] = field(init=False)
-    rank: Mapping[str, tuple[int, int, int]] = field(init=False)
-    """rule id -> (severity, drugs named, -members covered): when several rules match a pair,
-    the highest rank explains it (the most severe, then the most specific)."""
+    rank: Mapping[str, tuple[int, int, int, str]] = field(init=False)
+    """rule id -> its sort key: when several rules match a pair, the smallest key explains it
+    (the most severe, then the most specific, then the fewest drugs covered, then the id)."""
+    _best: dict[tuple[str, str], InteractionRule | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
-        drugs = {d.generic: d for d in self.formulary.drugs}
-        class_ids = {c.id for c in self.formulary.classes}
+        drugs = {d.generic: d for d in self.drug_file.drugs}
+        classes = {c.id: c for c in self.class_file.classes}
+        classes_of: dict[str, set[str]] = {g: set() for g in drugs}
+        for drug_class in self.class_file.classes:
+            for member in drug_class.members:
+                if member not in drugs:
+                    raise ValueError(f"class {drug_class.id}: member {member!r} is not a drug")
+                classes_of[member].add(drug_class.id)
+        used: set[str] = set()
         index: dict[tuple[str, str], list[InteractionRule]] = {}
-        for rule in self.rules.rules:
+        for rule in self.rule_file.rules:
             for side in (rule.a, rule.b):
                 if side.drug is not None and side.drug not in drugs:
-                    raise ValueError(f"rule {rule.id}: drug {side.drug!r} is not in the formulary")
-                if side.class_ is not None and side.class_ not in class_ids:
-                    raise ValueError(
-                        f"rule {rule.id}: class {side.class_!r} is not in the formulary"
-                    )
+                    raise ValueError(f"rule {rule.id}: drug {side.drug!r} is not in drugs.json")
+                if side.class_ is not None:
+                    if side.class_ not in classes:
+                        raise ValueError(f"rule {rule.id}: class {side.class_!r} is not defined")
+                    used.add(side.class_)
+                    outside = sorted(set(side.except_) - set(classes[side.class_].members))
+                    if outside:
+                        raise ValueError(
+                            f"rule {rule.id}: 'except' names non-members of {side.class_}: "
+                            f"{outside}"
+                        )
+            unknown = sorted(set(rule.advice_for) - _generics_covered(rule, drugs, classes))
+            if unknown:
+                raise ValueError(f"rule {rule.id}: advice_for names drugs it cannot match: {unknown}")
             index.setdefault((rule.a.key, rule.b.key), []).append(rule)
             if rule.a.key != rule.b.key:
                 index.setdefault((rule.b.key, rule.a.key), []).append(rule)
+        empty = sorted(c for c in used if not classes[c].members)
+        if empty:
+            raise ValueError(f"classes used by rules have no members: {empty}")
         object.__setattr__(self, "drugs", drugs)
-        object.__setattr__(
-            self,
-            "keys",
-            {
-                g: frozenset({f"drug:{g}", *(f"class:{c}" for c in d.classes)})
-                for g, d in drugs.items()
-            },
-        )
+        object.__setattr__(self, "classes_of", {g: frozenset(c) for g, c in classes_of.items()})
+        keys = {g: (f"drug:{g}", *sorted(f"class:{c}" for c in classes_of[g])) for g in drugs}
+        for entry in self.drug_file.ambiguous:  # screened for what every candidate shares
+            shared = frozenset.intersection(*(frozenset(classes_of[c]) for c in entry.candidates))
+            keys[ambiguous_label(entry)] = tuple(sorted(f"class:{c}" for c in shared))
+        object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "rule_index", {k: tuple(v) for k, v in index.items()})
-        members: dict[str, int] = {}
-        for drug in drugs.values():
-            for class_id in drug.classes:
-                members[class_id] = members.get(class_id, 0) + 1
 
         def covered(side: RuleSide) -> int:
-            return 1 if side.class_ is None else members.get(side.class_, 0)
+            if side.class_ is None:
+                return 1
+            return len(classes[side.class_].members) - len(side.except_)
 
         object.__setattr__(
             self,
             "rank",
             {
                 rule.id: (
-                    SEVERITY_RANK[rule.severity],
-                    rule.specificity,
-                    -(covered(rule.a) + covered(rule.b)),
+                    -SEVERITY_RANK[rule.severity],
+                    -rule.specificity,
+                    covered(rule.a) + covered(rule.b),
+                    rule.id,
                 )
-                for rule in self.rules.rules
+                for rule in self.rule_file.rules
             },
         )
 
     @classmethod
-    def load(
-        cls, formulary: Path = BUNDLED_FORMULARY, interactions: Path = BUNDLED_INTERACTIONS
-    ) -> KnowledgeBase:
-        """Load and validate both files (the bundled ones by default)."""
+    def load(cls, where: KnowledgeFiles = BUNDLED) -> KnowledgeBase:
+        """Load and validate the four files (the bundled ones by default)."""
         return cls(
-            Formulary.model_validate(json.loads(formulary.read_text(encoding="utf-8"))),
-            InteractionRules.model_validate(json.loads(interactions.read_text(encoding="utf-8"))),
+            DrugFile.model_validate(_read_json(where.drugs)),
+            ClassFile.model_validate(_read_json(where.classes)),
+            RuleFile.model_validate(_read_json(where.rules)),
+            load_lexicon(where.lexicon),
         )
+
+    def best_rule(self, a: str, b: str) -> InteractionRule | None:
+        """Among the rules matching the pair, the one with the smallest rank key (memoised:
+        the answer for a pair never changes)."""
+        pair = (a, b)
+        memo = self._best
+        if pair not in memo:
+            memo[pair] = memo[(b, a)] = self._find_best_rule(a, b)
+        return memo[pair]
+
+    def _find_best_rule(self, a: str, b: str) -> InteractionRule | None:
+        best: InteractionRule | None = None
+        for key_a in self.keys[a]:
+            for key_b in self.keys[b]:
+                for rule in self.rule_index.get((key_a, key_b), ()):
+                    if not _applies(rule, key_a, a, key_b, b):
+                        continue
+                    if best is None or self.rank[rule.id] < self.rank[best.id]:
+                        best = rule
+        return best
+
+
+def _applies(rule: InteractionRule, key_a: str, a: str, key_b: str, b: str) -> bool:
+    """The rule matches drug ``a`` (through ``key_a``) and ``b`` (through ``key_b``) on one of
+    its orientations, with each side's ``except`` list honoured."""
+    if rule.a.key == key_a and rule.b.key == key_b:
+        if a not in rule.a.except_ and b not in rule.b.except_:
+            return True
+    if rule.b.key == key_a and rule.a.key == key_b:
+        return b not in rule.a.except_ and a not in rule.b.except_
+    return False
+
+
+def ambiguous_label(entry: Ambiguous) -> str:
+    """How an ambiguous name is shown: ``isosorbide (isosorbide mononitrate or ...)``."""
+    return f"{entry.name.lower()} ({' or '.join(entry.candidates)})"
+
+
+def _generics_covered(
+    rule: InteractionRule, drugs: Mapping[str, DrugEntry], classes: Mapping[str, DrugClass]
+) -> set[str]:
+    covered: set[str] = set()
+    for side in (rule.a, rule.b):
+        if side.drug is not None:
+            covered.add(side.drug)
+        elif side.class_ in classes:
+            covered.update(set(classes[side.class_].members) - set(side.except_))
+    return covered
+
+
+def _read_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_lexicon(path: Path) -> dict[str, str]:
+    """``canonical<TAB>variant|variant...`` lines (``#`` comments) -> {variant: canonical}."""
+    lexicon: dict[str, str] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith("#") or not line.strip():
+                continue
+            canonical, _, variants = line.rstrip("\n").partition("\t")
+            lexicon.setdefault(canonical, canonical)
+            for variant in variants.split("|") if variants else ():
+                lexicon.setdefault(variant, canonical)
+    return lexicon
+
+
+def unreachable_rules(knowledge: KnowledgeBase) -> list[str]:
+    """Rules that are never the one shown for any pair of covered drugs."""
+    shown: set[str] = set()
+    generics = sorted(knowledge.drugs)
+    for a, b in combinations(generics, 2):
+        rule = knowledge.best_rule(a, b)
+        if rule is not None:
+            shown.add(rule.id)
+    return sorted({r.id for r in knowledge.rule_file.rules} - shown)
+
+
+def main() -> int:
+    knowledge = KnowledgeBase.load()
+    names = sum(1 + len(d.brands) + len(d.synonyms) for d in knowledge.drug_file.drugs)
+    sys.stdout.write(
+        f"drugs {len(knowledge.drugs)} (names {names}), products "
+        f"{len(knowledge.drug_file.products)}, classes {len(knowledge.class_file.classes)}, "
+        f"rules {len(knowledge.rule_file.rules)}, lexicon variants {len(knowledge.lexicon)}\n"
+    )
+    never = unreachable_rules(knowledge)
+    if never:
+        sys.stdout.write(f"rules never shown for any pair ({len(never)}): {', '.join(never)}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,23 +1,41 @@
-"""Counselling notes: the deterministic template, the LLM prompt, and the grounding check."""
+"""Counselling notes: the deterministic template, the LLM prompt, the facts every note carries,
+and the grounding check an LLM note must pass."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from .normalize import Normalizer
+from .resolve import Resolver
 from .screening import ScreeningResult
 
-__all__ = ["DISCLAIMER", "build_prompt", "is_grounded", "summary_line", "template_note"]
+__all__ = [
+    "DISCLAIMER",
+    "TABLE_LIMITS",
+    "build_prompt",
+    "finish_llm_note",
+    "grounding_problem",
+    "screening_facts",
+    "summary_line",
+    "template_note",
+]
 
-DISCLAIMER = "This screening aid does not replace advice from your pharmacist or prescriber."
+DISCLAIMER = (
+    "This is a screening aid, not medical advice: it does not replace advice from your "
+    "pharmacist or prescriber."
+)
+TABLE_LIMITS = (
+    "Only the interactions in this screening table were checked; a clean result does not mean "
+    "the combination is safe."
+)
 
 SYSTEM_INSTRUCTION = (
     "You are a clinical pharmacist writing a short counselling note for a patient. Use ONLY the "
-    "findings given in the prompt. Never mention a medication or an interaction that is not in "
-    "the findings. If there are no findings, say that no interactions were found among the "
-    "recognised medications. Ask the patient to confirm unrecognised names with a pharmacist. "
-    "At most 120 words, plain language, no dosing changes."
+    "facts given in the prompt. Never mention a medication or an interaction that is not in the "
+    "facts. Mention every finding of major or contraindicated severity by the names of both "
+    "drugs. If there are no findings, say that no interactions were found among the screened "
+    "medications. At most 120 words, plain language, no dosing changes. Do not add a "
+    "disclaimer: one is appended."
 )
 
 
@@ -29,11 +47,54 @@ def summary_line(result: ScreeningResult) -> str:
     return "; ".join(f"{f.drug_a} + {f.drug_b}: {f.rule.severity}" for f in result.findings)
 
 
+def screening_facts(result: ScreeningResult) -> list[str]:
+    """The sentences every note ends with, LLM or template: how names were read, what was not
+    recognised, not covered or not screened, the table's limits, and the disclaimer."""
+    facts: list[str] = []
+    for correction in result.corrections:
+        facts.append(
+            f"'{correction['input']}' was read as {correction['read_as']} "
+            "(a likely misspelling): please confirm."
+        )
+    for entry in result.entries:
+        for resolution in entry.resolutions:
+            if resolution.candidates:
+                facts.append(
+                    f"'{resolution.name}' could be {' or '.join(resolution.candidates)}: "
+                    "it was checked only for what they have in common; please confirm which."
+                )
+    if result.unrecognized:
+        facts.append(
+            "Not recognised, please confirm with a pharmacist: "
+            + ", ".join(result.unrecognized)
+            + "."
+        )
+    if result.not_covered:
+        facts.append(
+            "Recognised but not covered by this screen (not checked for interactions): "
+            + ", ".join(sorted({item["name"] for item in result.not_covered}))
+            + "."
+        )
+    for item in result.not_screened:
+        facts.append(
+            f"{item['input']}: a {item['route']} product, not screened as exposure of the "
+            "whole body."
+        )
+    for item in result.duplicates:
+        facts.append(
+            f"{item['generic']} is in {len(item['inputs'])} of the listed products "
+            f"({', '.join(item['inputs'])}): check the total daily dose."
+        )
+    facts.append(TABLE_LIMITS)
+    facts.append(DISCLAIMER)
+    return facts
+
+
 def template_note(result: ScreeningResult, question: str | None = None) -> str:
     """A deterministic note built only from the findings (the offline backend and the fallback)."""
     parts: list[str] = []
     if not result.medications_normalized:
-        parts.append("None of the listed names could be matched to a known medication.")
+        parts.append("None of the listed names could be screened for interactions.")
     elif not result.findings:
         parts.append(
             "No interactions were found among: " + ", ".join(result.medications_normalized) + "."
@@ -45,37 +106,41 @@ def template_note(result: ScreeningResult, question: str | None = None) -> str:
             f"highest severity: {result.highest_severity}."
         )
         for n, finding in enumerate(result.findings, 1):
-            rule = finding.rule
             parts.append(
-                f"{n}. {finding.drug_a} + {finding.drug_b} ({rule.severity}): "
-                f"{rule.clinical_effect} {rule.advice}"
+                f"{n}. {finding.drug_a} + {finding.drug_b} ({finding.rule.severity}): "
+                f"{finding.rule.clinical_effect} {finding.advice}"
             )
-    if result.unrecognized:
-        parts.append(
-            "Not recognised, please confirm with a pharmacist: "
-            + ", ".join(result.unrecognized)
-            + "."
-        )
     if question:
         parts.append("Your question has been noted for the pharmacist.")
-    parts.append(DISCLAIMER)
+    parts.extend(screening_facts(result))
     return " ".join(parts)
+
+
+def finish_llm_note(note: str, result: ScreeningResult) -> str:
+    """The LLM's note followed by the facts every note carries (and the disclaimer, last)."""
+    return " ".join([note.strip(), *screening_facts(result)])
 
 
 def build_prompt(patient_id: str, result: ScreeningResult, question: str | None) -> str:
     findings = [f.as_dict() for f in result.findings]
     for finding in findings:
-        finding.pop("mechanism", None)
+        for key in ("mechanism", "source", "basis"):
+            finding.pop(key, None)
     payload = {
-        "medications": result.medications_normalized,
-        "unrecognized": result.unrecognized,
+        "medications_screened": result.medications_normalized,
+        "read_as_misspelling": [
+            {"written": c["input"], "read_as": c["read_as"]} for c in result.corrections
+        ],
+        "not_recognised": result.unrecognized,
+        "recognised_not_covered": sorted({item["name"] for item in result.not_covered}),
+        "not_screened_local_products": [item["input"] for item in result.not_screened],
         "highest_severity": result.highest_severity,
         "findings": findings,
     }
     lines = [
         f"Patient reference: {patient_id}",
         f"Summary: {summary_line(result)}",
-        "Findings (JSON, the only facts you may use):",
+        "Facts (JSON, the only facts you may use):",
         json.dumps(payload, ensure_ascii=False),
     ]
     if question:
@@ -84,17 +149,36 @@ def build_prompt(patient_id: str, result: ScreeningResult, question: str | None)
     return "\n".join(lines)
 
 
-_WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
+_WORD = re.compile(r"[a-z0-9][a-z0-9'.#-]*")
 
 
-def is_grounded(note: str, result: ScreeningResult, normalizer: Normalizer) -> bool:
-    """False if the note names a formulary medication that is not on the patient's list: the
-    LLM invented something, so the template note is used instead."""
-    allowed = set(result.medications_normalized)
-    words = _WORD.findall(note.lower())
-    for size in (1, 2, 3):
+def _drugs_named(text: str, resolver: Resolver) -> set[str]:
+    """Every formulary drug a text names (generic, brand, synonym or product, 1 to 4 words)."""
+    words = [w.strip(".'-") for w in _WORD.findall(text.lower())]
+    named: set[str] = set()
+    for size in (1, 2, 3, 4):
         for i in range(len(words) - size + 1):
-            found = normalizer.exact(" ".join(words[i : i + size]))
-            if found is not None and found not in allowed:
-                return False
-    return True
+            named.update(resolver.known_generics(" ".join(words[i : i + size])))
+    return named
+
+
+def grounding_problem(
+    note: str, prompt: str, result: ScreeningResult, resolver: Resolver
+) -> str | None:
+    """Why an LLM note cannot be used, or ``None``: it names a drug that is neither the
+    patient's nor in the prompt's facts (advice and effect text included), or it leaves out a
+    major or contraindicated finding."""
+    allowed = _drugs_named(prompt, resolver) | set(result.medications_normalized)
+    named = _drugs_named(note, resolver)
+    invented = sorted(named - allowed)
+    if invented:
+        return f"names drugs outside the facts: {', '.join(invented)}"
+    for finding in result.findings:
+        if finding.rule.severity in ("major", "contraindicated"):
+            missing = [d for d in (finding.drug_a, finding.drug_b) if d not in named]
+            if missing:
+                return (
+                    f"omits the {finding.rule.severity} finding {finding.drug_a} + "
+                    f"{finding.drug_b}"
+                )
+    return None

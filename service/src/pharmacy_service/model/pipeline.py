@@ -17,7 +17,7 @@ from modelhub.serving import request_id_var
 from .errors import InvalidInputError, LLMUnavailableError
 from .knowledge import KnowledgeBase
 from .llm import LLMObserver, NoteBackend, observed_call
-from .notes import build_prompt, is_grounded, template_note
+from .notes import DISCLAIMER, build_prompt, finish_llm_note, grounding_problem, template_note
 from .screening import Screener, ScreeningResult
 
 __all__ = ["MAX_MEDICATIONS", "MAX_NAME_LENGTH", "MAX_ROWS", "Pipeline", "Row", "parse_rows"]
@@ -223,14 +223,21 @@ class Pipeline:
         self, limit: asyncio.Semaphore, row: Row, result: ScreeningResult
     ) -> dict[str, Any]:
         assert self.backend is not None
+        prompt = build_prompt(row.patient_id, result, row.question)
         async with limit:
-            note, failure = await observed_call(
-                self.backend, build_prompt(row.patient_id, result, row.question), self.observer
-            )
-        if note is not None and not is_grounded(note, result, self.screener.normalizer):
-            note, failure = None, "ungrounded"
+            note, failure = await observed_call(self.backend, prompt, self.observer)
         if note is not None:
-            return self._output(row, result, note, "llm")
+            problem = grounding_problem(note, prompt, result, self.screener.resolver)
+            if problem is None:
+                return self._output(row, result, finish_llm_note(note, result), "llm")
+            logger.info(
+                "llm_note_rejected reason=%s patient_id=%s request_id=%s",
+                problem,
+                row.patient_id,
+                request_id_var.get(),
+                extra={"event": "llm_note_rejected", "reason": problem},
+            )
+            note, failure = None, "ungrounded"
         assert failure is not None
         if self.strict:
             raise LLMUnavailableError(
@@ -254,18 +261,15 @@ class Pipeline:
             "patient_id": row.patient_id,
             "medications_normalized": result.medications_normalized,
             "unrecognized": result.unrecognized,
+            "not_covered": result.not_covered,
+            "corrections": result.corrections,
+            "not_screened": result.not_screened,
+            "duplicates": result.duplicates,
             "interactions": [finding.as_dict() for finding in result.findings],
             "highest_severity": result.highest_severity,
             "counseling_note": note,
             "note_source": source,
             "backend": self.backend_name,
-            "normalization": [
-                {
-                    "input": m.input,
-                    "generic": m.generic,
-                    "method": m.method,
-                    "confidence": m.confidence,
-                }
-                for m in result.matches
-            ],
+            "disclaimer": DISCLAIMER,
+            "medications": [entry.as_dict() for entry in result.entries],
         }

@@ -11,7 +11,7 @@ from mlflow.pyfunc.model import PythonModel
 
 from modelhub.serving import AsyncExecutor
 
-from .knowledge import KnowledgeBase
+from .knowledge import KNOWLEDGE_ARTIFACTS, KnowledgeBase, KnowledgeFiles
 from .llm import GeminiBackend, GeminiSettings, NoteBackend
 from .pipeline import Pipeline, parse_rows
 
@@ -43,7 +43,7 @@ class PharmacyModel(PythonModel):
     def load_context(self, context: Any) -> None:
         artifacts = context.artifacts
         knowledge = KnowledgeBase.load(
-            Path(artifacts["formulary"]), Path(artifacts["interactions"])
+            KnowledgeFiles(*(Path(artifacts[name]) for name in KNOWLEDGE_ARTIFACTS))
         )
         # Settings given when loading (the server passes model_config) win over environment
         # variables (what `mlflow models serve` users set), which win over the defaults.

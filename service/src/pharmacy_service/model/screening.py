@@ -1,4 +1,5 @@
-"""Screen one patient's medications: normalise the names, then find every interacting pair."""
+"""Screen one patient's medications: parse each string, resolve its names, find every interacting
+pair among the drugs with systemic exposure."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from .knowledge import SEVERITY_RANK, InteractionRule, KnowledgeBase
-from .normalize import Match, Normalizer
+from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase
+from .medstrings import ParsedMedication, parse_medication
+from .resolve import Resolution, Resolver
 
-__all__ = ["Finding", "Screener", "ScreeningResult"]
+__all__ = ["Entry", "Finding", "Screener", "ScreeningResult"]
 
 _BASIS = {2: "drug pair", 1: "drug and class", 0: "class pair"}
+MAX_TYPO_SEARCHES = 20
+"""Typo searches per row (each scans the lexicon); later unknown names are reported as not
+recognised without one, so that a list of junk cannot cost unbounded CPU."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,10 @@ class Finding:
     drug_b: str
     rule: InteractionRule
 
+    @property
+    def advice(self) -> str:
+        return self.rule.advice_for_pair(self.drug_a, self.drug_b)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "drug_a": self.drug_a,
@@ -29,18 +38,107 @@ class Finding:
             "severity": self.rule.severity,
             "mechanism": self.rule.mechanism,
             "clinical_effect": self.rule.clinical_effect,
-            "advice": self.rule.advice,
+            "advice": self.advice,
             "rule_id": self.rule.id,
             "basis": _BASIS[self.rule.specificity],
+            "source": self.rule.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One medication string: parsed, resolved, and what the screen did with it."""
+
+    parsed: ParsedMedication
+    resolutions: tuple[Resolution, ...]
+    status: str
+    """``screened``, ``not_covered`` (real drugs the knowledge base does not cover),
+    ``local_route`` (a topical, eye, ear or vaginal product: not systemic exposure),
+    ``unrecognized``."""
+    screened: tuple[str, ...] = ()
+    not_covered: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()
+    route: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.parsed.as_dict(),
+            "route": self.route,
+            "status": self.status,
+            "generics": list(self.screened),
+            "not_covered": list(self.not_covered),
+            "not_screened": list(self.local),
+            "resolved_by": [
+                {
+                    "name": r.name,
+                    "method": r.method,
+                    "confidence": r.confidence,
+                    "read_as": r.read_as,
+                    "candidates": list(r.candidates),
+                }
+                for r in self.resolutions
+            ],
         }
 
 
 @dataclass(frozen=True, slots=True)
 class ScreeningResult:
+    entries: list[Entry]
     medications_normalized: list[str]
-    unrecognized: list[str]
-    matches: list[Match]
+    """The drugs screened (systemic exposure), in first-seen order, each once."""
     findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def unrecognized(self) -> list[str]:
+        return _unique(e.parsed.text for e in self.entries if e.status == "unrecognized")
+
+    @property
+    def not_covered(self) -> list[dict[str, str]]:
+        seen: list[dict[str, str]] = []
+        for entry in self.entries:
+            for name in entry.not_covered:
+                item = {"input": entry.parsed.text, "name": name}
+                if item not in seen:
+                    seen.append(item)
+        return seen
+
+    @property
+    def corrections(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "input": r.name,
+                "read_as": r.read_as,
+                "generics": list(r.generics),
+                "confidence": r.confidence,
+            }
+            for e in self.entries
+            for r in e.resolutions
+            if r.method == "typo"
+        ]
+
+    @property
+    def not_screened(self) -> list[dict[str, str]]:
+        return [
+            {
+                "input": e.parsed.text,
+                "generic": generic,
+                "route": e.route or "",
+                "reason": f"{e.route} product: not screened as systemic exposure",
+            }
+            for e in self.entries
+            for generic in e.local
+        ]
+
+    @property
+    def duplicates(self) -> list[dict[str, Any]]:
+        """A drug that several entries supply (``Norco`` and ``Tylenol``: acetaminophen twice)."""
+        sources: dict[str, list[str]] = {}
+        for entry in self.entries:
+            for generic in entry.screened:
+                sources.setdefault(generic, [])
+                if entry.parsed.text not in sources[generic]:
+                    sources[generic].append(entry.parsed.text)
+        return [{"generic": g, "inputs": s} for g, s in sources.items() if len(s) > 1]
 
     @property
     def highest_severity(self) -> str:
@@ -52,38 +150,79 @@ class ScreeningResult:
 class Screener:
     def __init__(self, knowledge: KnowledgeBase) -> None:
         self.knowledge = knowledge
-        self.normalizer = Normalizer(knowledge)
+        self.resolver = Resolver(knowledge)
 
     def screen(self, medications: list[str]) -> ScreeningResult:
-        generics: list[str] = []  # first-seen order; a brand and its generic count once
-        unrecognized: list[str] = []
-        matches: list[Match] = []
-        for raw in medications:
-            if not raw.strip():
-                continue
-            match = self.normalizer.normalize(raw)
-            if match is None:
-                if raw.strip() not in unrecognized:
-                    unrecognized.append(raw.strip())
-                continue
-            matches.append(match)
-            if match.generic not in generics:
-                generics.append(match.generic)
+        budget = [MAX_TYPO_SEARCHES]
+        entries = [self._entry(text, budget) for text in medications if text.strip()]
+        generics: list[str] = []
+        for entry in entries:
+            for generic in entry.screened:
+                if generic not in generics:
+                    generics.append(generic)
         findings = [
             Finding(a, b, rule)
             for a, b in combinations(generics, 2)
-            if (rule := self._best_rule(a, b)) is not None
+            if (rule := self.knowledge.best_rule(a, b)) is not None
         ]
-        findings.sort(key=lambda f: -SEVERITY_RANK[f.rule.severity])  # stable: input order within
-        return ScreeningResult(generics, unrecognized, matches, findings)
+        # Most severe first; within a severity, the order of the input (stable sort).
+        findings.sort(key=lambda f: -SEVERITY_RANK[f.rule.severity])
+        return ScreeningResult(entries, generics, findings)
 
-    def _best_rule(self, a: str, b: str) -> InteractionRule | None:
-        """Among all rules matching the pair, the most severe, then the most specific."""
-        keys, index, rank = self.knowledge.keys, self.knowledge.rule_index, self.knowledge.rank
-        best: InteractionRule | None = None
-        for key_a in keys[a]:
-            for key_b in keys[b]:
-                for rule in index.get((key_a, key_b), ()):
-                    if best is None or rank[rule.id] > rank[best.id]:
-                        best = rule
-        return best
+    def _entry(self, text: str, budget: list[int]) -> Entry:
+        parsed = parse_medication(text)
+        resolutions: list[Resolution] = []
+        for position, name in enumerate(parsed.names):
+            found = self.resolver.resolve(name, allow_typo=False)
+            if found is None and position == 0 and budget[0] > 0:
+                budget[0] -= 1  # only the main name may be a misspelling, not a comment
+                found = self.resolver.resolve(name)
+            if found is None:
+                continue
+            if position == 0:
+                resolutions.append(found)
+                continue
+            # "norco (hydrocodone)": a generic in parentheses; other text there is a comment
+            if found.generics or found.not_covered:
+                resolutions.append(found)
+        if not resolutions:
+            return Entry(parsed, (), "unrecognized", route=parsed.route)
+        route = next((r.route for r in resolutions if r.route), None) or parsed.route
+        screened: list[str] = []
+        local: list[str] = []
+        not_covered: list[str] = []
+        for resolution in resolutions:
+            for generic in resolution.generics:
+                target = local if self._local_only(generic, route) else screened
+                if generic not in target:
+                    target.append(generic)
+            for name in resolution.not_covered:
+                if name not in not_covered:
+                    not_covered.append(name)
+        if screened:
+            status = "screened"
+        elif local:
+            status = "local_route"
+        else:
+            status = "not_covered"
+        return Entry(
+            parsed,
+            tuple(resolutions),
+            status,
+            tuple(screened),
+            tuple(not_covered),
+            tuple(local),
+            route,
+        )
+
+    def _local_only(self, generic: str, route: str | None) -> bool:
+        """A topical, eye, ear or vaginal product is not systemic exposure, unless the drug's
+        label says the interaction applies by that route."""
+        if route not in LOCAL_ROUTES:
+            return False
+        drug = self.knowledge.drugs.get(generic)
+        return drug is None or route not in drug.local_routes_screened
+
+
+def _unique(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,316 @@
+"""Drug-name resolution: a parsed name -> the covered generics it means, or a real drug the
+formulary does not cover, or nothing. Never a guess.
+
+Order: the formulary's own names (generics, brands, synonyms, products, ambiguous names); the
+same without salt or ester words (``metoprolol succinate``); a combination written out
+(``lisinopril-hydrochlorothiazide``, ``hydrocodone/APAP``); the broad lexicon of real drug names
+(a real drug outside the formulary is "recognised, not covered", never its neighbour); and last a
+typo correction, only when one drug in the formulary *and* the lexicon is clearly the closest
+(a margin over the next drug) and the edit is small for the word's length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from dataclasses import dataclass
+from typing import Literal
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from .knowledge import KnowledgeBase, Product, ambiguous_label
+
+__all__ = ["Method", "Resolution", "Resolver", "max_typo_edits"]
+
+Method = Literal[
+    "generic", "brand", "synonym", "product", "salt", "combination", "lexicon", "typo", "ambiguous"
+]
+
+# Salt and ester words dropped from the end of a name ("losartan potassium"), unless the whole
+# name is itself a drug ("potassium chloride").
+_SALTS = frozenset(
+    """hydrochloride hcl dihydrochloride sodium potassium calcium magnesium besylate besilate
+    maleate mesylate citrate tartrate bitartrate succinate sulfate sulphate fumarate hyclate
+    bromide hydrobromide acetate phosphate monohydrate dihydrate trihydrate hemihydrate
+    etexilate dipropionate propionate medoxomil axetil pivoxil valerate cypionate enanthate
+    decanoate palmitate furoate xinafoate lactate gluconate carbonate chloride mononitrate?
+    disodium dipotassium trometamol tromethamine lysine arginine estolate ethylsuccinate
+    stearate aspartate mandelate hippurate napsylate pamoate embonate oxalate
+    """.replace("?", "").split()
+)
+# Words that qualify a product without naming another ingredient ("baby aspirin").
+_QUALIFIERS = frozenset(
+    """low dose baby adult extra strength regular maximum max junior children's childrens
+    infant infants' arthritis generic brand otc plain liqui-gels liquigels gelcaps caplets
+    caplet rapid release""".split()
+)
+_COMBINATION = re.compile(r"\s*(?:/|\+|&|,|\band\b|\bwith\b|(?<=[a-z])-(?=[a-z]))\s*")
+_TYPO_MARGIN = 1
+"""A typo is read as the closest drug only if every other drug is at least this many edits
+further away."""
+
+
+def max_typo_edits(length: int) -> int:
+    """Edits allowed for a name of this length (Damerau-Levenshtein: a swap counts as one).
+    Names of 4 characters or fewer are never corrected."""
+    if length <= 4:
+        return 0
+    if length <= 7:
+        return 1
+    if length <= 11:
+        return 2
+    return 3
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What one name means. ``generics``: covered drugs, screened; ``not_covered``: real drugs
+    (the lexicon's canonical names) that the knowledge base does not cover."""
+
+    name: str
+    generics: tuple[str, ...]
+    not_covered: tuple[str, ...]
+    method: Method
+    confidence: float = 1.0
+    read_as: str | None = None
+    """For a typo: the real name it was read as."""
+    route: str | None = None
+    """A product's fixed local route (``Vigamox``: ophthalmic)."""
+    candidates: tuple[str, ...] = ()
+    """For an ambiguous name: the drugs it could be."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    generics: tuple[str, ...]
+    method: Method
+    route: str | None = None
+    candidates: tuple[str, ...] = ()
+
+
+class Resolver:
+    def __init__(self, knowledge: KnowledgeBase) -> None:
+        self._known: dict[str, _Known] = {}
+        for drug in knowledge.drug_file.drugs:
+            self._add(drug.generic, _Known((drug.generic,), "generic"))
+            for brand in drug.brands:
+                self._add(brand, _Known((drug.generic,), "brand"))
+            for synonym in drug.synonyms:
+                self._add(synonym, _Known((drug.generic,), "synonym"))
+        for product in knowledge.drug_file.products:
+            for name in product.names:
+                self._add(name, _product(product))
+        for entry in knowledge.drug_file.ambiguous:
+            label = ambiguous_label(entry)
+            self._add(entry.name, _Known((label,), "ambiguous", None, tuple(entry.candidates)))
+        self._lexicon = knowledge.lexicon
+        # The typo step searches every name a real drug goes by, grouped by length.
+        self._by_length: dict[int, list[str]] = {}
+        for name in sorted({*self._known, *self._lexicon}):
+            self._by_length.setdefault(len(name), []).append(name)
+        self._closest = lru_cache(maxsize=4096)(self._closest_drug)
+
+    def _add(self, name: str, known: _Known) -> None:
+        for variant in _variants(clean(name)):
+            self._known.setdefault(variant, known)
+
+    def known_generics(self, name: str) -> tuple[str, ...]:
+        """The drugs a formulary name (generic, brand, synonym, product) means, exactly."""
+        known = self._known.get(name)
+        return known.generics if known is not None else ()
+
+    def resolve(self, name: str, *, allow_typo: bool = True) -> Resolution | None:
+        """Resolve one name as written, or ``None`` if it is not a drug name known anywhere.
+        ``allow_typo=False`` skips the typo search (the screener bounds searches per row)."""
+        cleaned = clean(name)
+        if not cleaned:
+            return None
+        found = self._exact(cleaned)
+        if found is None:
+            bare = _drop_qualifiers(cleaned)
+            if bare != cleaned and bare:
+                found = self._exact(bare)
+        if found is None:
+            found = self._combination(cleaned)
+        if found is not None:
+            return _with_name(found, name)
+        return self._typo(name, cleaned) if allow_typo else None
+
+    def _exact(self, name: str) -> Resolution | None:
+        """A known name, the same without salt words, or a real drug from the lexicon."""
+        for variant in _variants(name):
+            known = self._known.get(variant)
+            if known is not None:
+                return _from_known(name, known, known.method)
+        stripped = _strip_salts(name, self._known)
+        if stripped != name:
+            for variant in _variants(stripped):
+                known = self._known.get(variant)
+                if known is not None:
+                    method: Method = "salt" if known.method != "ambiguous" else "ambiguous"
+                    return _from_known(name, known, method)
+        for candidate in (name, stripped):
+            canonical = self._lexicon.get(candidate)
+            if canonical is not None:
+                return self._from_lexicon(name, canonical)
+        return None
+
+    def _from_lexicon(self, name: str, canonical: str) -> Resolution:
+        """A lexicon drug: each component (``a/b`` canonical names are combinations) is either a
+        covered generic or recognised but not covered."""
+        generics: list[str] = []
+        not_covered: list[str] = []
+        for component in canonical.split("/"):
+            component = component.strip()
+            known = self._known.get(component) or self._known.get(
+                _strip_salts(component, self._known)
+            )
+            if known is not None and known.method != "ambiguous":
+                _extend(generics, known.generics)
+            else:
+                _extend(not_covered, (component,))
+        return Resolution(name, tuple(generics), tuple(not_covered), "lexicon")
+
+    def _combination(self, name: str) -> Resolution | None:
+        """``lisinopril-hydrochlorothiazide``, ``hydrocodone/APAP``, ``a + b``: every part must
+        resolve exactly (no typo correction inside a combination)."""
+        parts = [p for p in _COMBINATION.split(name) if p]
+        if len(parts) < 2:
+            return None
+        generics: list[str] = []
+        not_covered: list[str] = []
+        for part in parts:
+            found = self._exact(part) or self._exact(_drop_qualifiers(part))
+            if found is None or found.method == "ambiguous":
+                return None
+            _extend(generics, found.generics)
+            _extend(not_covered, found.not_covered)
+        return Resolution(name, tuple(generics), tuple(not_covered), "combination")
+
+    def _typo(self, raw: str, name: str) -> Resolution | None:
+        closest = self._closest(name)
+        if closest is None:
+            return None
+        best, distance = closest
+        found = self._exact(best)
+        if found is None or found.method == "ambiguous":
+            return None
+        return Resolution(
+            raw,
+            found.generics,
+            found.not_covered,
+            "typo",
+            round(1 - distance / max(len(name), len(best)), 3),
+            read_as=best,
+            route=found.route,
+        )
+
+    def _closest_drug(self, name: str) -> tuple[str, int] | None:
+        """The one real drug name clearly closest to ``name`` and its distance, or ``None``.
+        Distance: optimal string alignment (Damerau-Levenshtein where a swap of two adjacent
+        letters is one edit)."""
+        edits = max_typo_edits(len(name))
+        if edits == 0:
+            return None
+        reach = edits + _TYPO_MARGIN  # far enough to see the nearest competitor
+        choices = [
+            candidate
+            for length in range(len(name) - reach, len(name) + reach + 1)
+            for candidate in self._by_length.get(length, ())
+        ]
+        hits = process.extract(name, choices, scorer=OSA.distance, score_cutoff=reach, limit=50)
+        # Per drug, its closest name (a formulary name before a lexicon spelling).
+        by_drug: dict[tuple[str, ...], tuple[int, int, str]] = {}
+        for candidate, distance, _ in hits:
+            identity = self._identity(candidate)
+            key = (int(distance), candidate not in self._known, candidate)
+            if identity not in by_drug or key < by_drug[identity]:
+                by_drug[identity] = key
+        if not by_drug:
+            return None
+        ranked = sorted(by_drug.values())
+        best_distance, _, best = ranked[0]
+        runner_up = ranked[1][0] if len(ranked) > 1 else reach + 1
+        if best_distance > edits or runner_up - best_distance < _TYPO_MARGIN:
+            return None  # too far, or another drug is about as close: do not guess
+        return best, best_distance
+
+    def _identity(self, name: str) -> tuple[str, ...]:
+        """Which drug a name stands for, so that two names of one drug do not compete."""
+        known = self._known.get(name)
+        if known is not None:
+            return known.generics
+        canonical = self._lexicon.get(name, name)
+        known = self._known.get(canonical) or self._known.get(_strip_salts(canonical, self._known))
+        if known is not None:
+            return known.generics
+        return ("lexicon:" + canonical,)
+
+
+def _product(product: Product) -> _Known:
+    return _Known(tuple(dict.fromkeys(product.components)), "product", product.route)
+
+
+def _from_known(name: str, known: _Known, method: Method) -> Resolution:
+    return Resolution(
+        name, known.generics, (), method, route=known.route, candidates=known.candidates
+    )
+
+
+def _with_name(found: Resolution, name: str) -> Resolution:
+    return Resolution(
+        name,
+        found.generics,
+        found.not_covered,
+        found.method,
+        found.confidence,
+        found.read_as,
+        found.route,
+        found.candidates,
+    )
+
+
+def _extend(target: list[str], items: Iterable[str]) -> None:
+    for item in items:
+        if item not in target:
+            target.append(item)
+
+
+def _variants(name: str) -> tuple[str, ...]:
+    """Spellings that mean the same name: ``co-trimoxazole`` / ``co trimoxazole``,
+    ``st. john's wort`` / ``st john's wort``."""
+    variants = [name]
+    for candidate in (name.replace("-", " "), name.replace(".", ""), name.replace("'", "")):
+        if candidate not in variants:
+            variants.append(candidate)
+    return tuple(variants)
+
+
+def _strip_salts(name: str, known: dict[str, _Known]) -> str:
+    words = name.split()
+    while len(words) > 1 and words[-1] in _SALTS:
+        if " ".join(words) in known:  # "potassium chloride" is a drug
+            break
+        words.pop()
+    while len(words) > 1 and words[0] in _SALTS and " ".join(words) not in known:
+        words.pop(0)  # "sodium valproate"
+    return " ".join(words)
+
+
+def _drop_qualifiers(name: str) -> str:
+    """Without qualifier words and product numbers ("codeine #3")."""
+    return " ".join(
+        w for w in name.split() if w not in _QUALIFIERS and not (w[:1] == "#" and w[1:].isdigit())
+    )
+
+
+_NOISE = re.compile(r"[®™©*\"“”]")
+_SPACES = re.compile(r"\s+")
+
+
+def clean(name: str) -> str:
+    """Lower case, trademark signs and quotes dropped, spacing collapsed."""
+    name = _NOISE.sub(" ", name.lower()).replace("\u2019", "'").replace("_", " ")
+    return _SPACES.sub(" ", name).strip(" .,;:-/")
