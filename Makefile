@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install serve test lint compose-smoke reliability audit bench lock clean
+.PHONY: install serve test lint compose-smoke reliability audit bench lock lexicon clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ audit: install  ## pip-audit on the image's pinned dependencies (requirements/ru
 	$(BIN)/python scripts/audit.py
 
 bench: install  ## run the benchmarks; results go to bench/results/
+	$(BIN)/python bench/screening.py
 	$(BIN)/python bench/executor_overhead.py
 	$(BIN)/python bench/sdk_compat.py
 	$(BIN)/python bench/serving.py  # needs wrk (apt-get install -y wrk)
@@ -64,6 +65,9 @@ lock:  ## re-resolve requirements/constraints.txt, then the image's hashed runti
 	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 	  --output-file requirements/registry.txt requirements/registry.in
 	rm -rf .venv-lock
+
+lexicon: install  ## regenerate the model's drug-name lexicon from the pinned drug-named-entity-recognition
+	$(BIN)/python scripts/build_lexicon.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Generate the model's drug-name lexicon from the `drug-named-entity-recognition` package.
 
-    python scripts/build_lexicon.py   (needs requirements/dev.in installed; `make lexicon`)
+    python scripts/build_lexicon.py [OUTPUT]   (`make lexicon`; needs requirements/dev.in)
 
 The package (MIT licence, Fast Data Science Ltd) ships a dictionary of about 107,000 name
 variants of about 20,000 drugs, built from DrugBank's open vocabulary and MedlinePlus. The model
@@ -26,9 +26,11 @@ OUTPUT = (
 PACKAGE = "drug-named-entity-recognition"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from drug_named_entity_recognition import drugs_finder
 
+    args = sys.argv[1:] if argv is None else argv
+    output = Path(args[0]) if args else OUTPUT
     drugs_finder.reset_drugs_data()
     by_canonical: dict[str, set[str]] = {}
     for variant, canonicals in drugs_finder.drug_variant_to_canonical.items():
@@ -43,10 +45,13 @@ def main() -> int:
     for canonical in sorted(by_canonical):
         variants = sorted(by_canonical[canonical] - {canonical})
         buffer.write(canonical + "\t" + "|".join(variants) + "\n")
-    with gzip.GzipFile(OUTPUT, "wb", compresslevel=9, mtime=0) as out:
+    with (
+        output.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as out,
+    ):
         out.write(buffer.getvalue().encode("utf-8"))
     count = sum(len(v) for v in by_canonical.values())
-    sys.stdout.write(f"{OUTPUT.name}: {len(by_canonical)} drugs, {count} variants\n")
+    sys.stdout.write(f"{output.name}: {len(by_canonical)} drugs, {count} variants\n")
     return 0
 
 

@@ -1,115 +1,263 @@
-"""The knowledge base files: schema, size, and the classic interactions they must contain."""
+"""The knowledge base files: schema, cross-checks, size, sources, reachability, and the label
+facts it must get right."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
+from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from pharmacy_service.model import KnowledgeBase, Screener
-from pharmacy_service.model.knowledge import (
-    BUNDLED_FORMULARY,
-    BUNDLED_INTERACTIONS,
-    Formulary,
-    InteractionRules,
-)
+from pharmacy_service.model.knowledge import BUNDLED, KnowledgeFiles, unreachable_rules
 
 
-def test_every_bundled_file_validates_against_its_schema() -> None:
-    Formulary.model_validate(json.loads(BUNDLED_FORMULARY.read_text()))
-    InteractionRules.model_validate(json.loads(BUNDLED_INTERACTIONS.read_text()))
-    assert sorted(p.name for p in BUNDLED_FORMULARY.parent.glob("*.json")) == [
-        "formulary.json",
-        "interactions.json",
+def test_the_bundled_files_are_the_four_documented_ones() -> None:
+    folder = BUNDLED.drugs.parent
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+        "README.md",
+        "classes.json",
+        "drugs.json",
+        "lexicon.tsv.gz",
+        "rules.json",
     ]
 
 
 def test_the_knowledge_base_is_big_enough(knowledge: KnowledgeBase) -> None:
-    drugs = knowledge.formulary.drugs
-    names = {n.lower() for d in drugs for n in (d.generic, *d.brands, *d.synonyms)}
-    assert len(drugs) >= 90
-    assert len(names) >= 200
-    assert len(knowledge.rules.rules) >= 100
-    assert any(r.a.class_ and r.b.class_ for r in knowledge.rules.rules)  # class rules exist
+    assert len(knowledge.drugs) >= 300
+    assert len(knowledge.rule_file.rules) >= 250
+    assert len(knowledge.lexicon) >= 100_000
+    brands = sum(len(d.brands) for d in knowledge.drug_file.drugs)
+    assert brands >= 400
+    mechanism = {
+        "strong_cyp3a4_inhibitor",
+        "moderate_cyp3a4_inhibitor",
+        "strong_cyp3a4_inducer",
+        "cyp2c9_inhibitor",
+        "strong_cyp2c19_inhibitor",
+        "strong_cyp2d6_inhibitor",
+        "strong_cyp1a2_inhibitor",
+        "pgp_inhibitor",
+        "oatp1b1_inhibitor",
+        "cyp3a4_sensitive_substrate",
+        "cyp3a4_nti_substrate",
+    }
+    sizes = {c.id: len(c.members) for c in knowledge.class_file.classes}
+    assert mechanism <= set(sizes)
+    assert all(sizes[c] >= 2 for c in mechanism), {c: sizes[c] for c in mechanism}
 
 
-def test_every_class_has_a_member_and_every_rule_can_fire(knowledge: KnowledgeBase) -> None:
-    members = {c.id: 0 for c in knowledge.formulary.classes}
-    for drug in knowledge.formulary.drugs:
-        for class_id in drug.classes:
-            members[class_id] += 1
-    assert [c for c, n in members.items() if n == 0] == []
-    for rule in knowledge.rules.rules:
-        if rule.a.key == rule.b.key:  # "any two members": the class needs two
-            assert rule.a.class_ is not None, rule.id
-            assert members[rule.a.class_] >= 2, rule.id
+def test_every_rule_and_class_names_its_source(knowledge: KnowledgeBase) -> None:
+    for drug_class in knowledge.class_file.classes:
+        assert len(drug_class.source.split()) >= 2, drug_class.id
+    for rule in knowledge.rule_file.rules:
+        assert len(rule.source.split()) >= 2, rule.id
+        if rule.severity == "contraindicated":  # a label section or a named reference
+            assert any(w in rule.source.lower() for w in ("label", "section", "fda")), rule.id
+
+
+def test_every_rule_is_the_one_shown_for_some_pair(knowledge: KnowledgeBase) -> None:
+    assert unreachable_rules(knowledge) == []
+
+
+def test_advice_for_members_is_used_for_their_pairs(
+    knowledge: KnowledgeBase, screener: Screener
+) -> None:
+    checked = 0
+    for rule in knowledge.rule_file.rules:
+        for generic, advice in rule.advice_for.items():
+            partners = [
+                other
+                for other in sorted(knowledge.drugs)
+                if other != generic and knowledge.best_rule(generic, other) is rule
+            ]
+            for partner in partners[:3]:
+                result = screener.screen([generic, partner])
+                assert [f.advice for f in result.findings] == [advice], (rule.id, partner)
+                checked += 1
+    assert checked >= 5
+
+
+def test_ties_are_broken_by_a_stable_key(knowledge: KnowledgeBase) -> None:
+    keys = [knowledge.rank[rule.id] for rule in knowledge.rule_file.rules]
+    assert len(set(keys)) == len(keys)  # the id ends every key: no two rules tie
+
+
+def test_every_pair_is_screened_the_same_both_ways(knowledge: KnowledgeBase) -> None:
+    generics = sorted(knowledge.drugs)
+    for a, b in combinations(generics[::3], 2):
+        assert knowledge.best_rule(a, b) is knowledge.best_rule(b, a)
+
+
+# -- label facts the review found wrong (severities follow the labels) ----------------------------
+
+
+def _severity(screener: Screener, a: str, b: str) -> str | None:
+    result = screener.screen([a, b])
+    return result.findings[0].rule.severity if result.findings else None
+
+
+def _advice(screener: Screener, a: str, b: str) -> str:
+    result = screener.screen([a, b])
+    assert result.findings, f"{a} + {b}: no finding"
+    return result.findings[0].advice
 
 
 @pytest.mark.parametrize(
     ("a", "b", "severity"),
     [
-        pytest.param("warfarin", "ibuprofen", "major", id="warfarin + NSAID"),
-        pytest.param("warfarin", "aspirin", "major", id="warfarin + aspirin"),
-        pytest.param("warfarin", "amiodarone", "major", id="warfarin + amiodarone"),
-        pytest.param("warfarin", "fluconazole", "major", id="warfarin + fluconazole"),
-        pytest.param(
-            "simvastatin", "clarithromycin", "contraindicated", id="simvastatin + clarithromycin"
-        ),
-        pytest.param("sildenafil", "nitroglycerin", "contraindicated", id="sildenafil + nitrate"),
-        pytest.param("sertraline", "phenelzine", "contraindicated", id="SSRI + MAOI"),
-        pytest.param("sertraline", "linezolid", "major", id="SSRI + linezolid"),
-        pytest.param("fluoxetine", "tramadol", "major", id="SSRI + tramadol"),
-        pytest.param("lisinopril", "spironolactone", "major", id="lisinopril + spironolactone"),
-        pytest.param("lisinopril", "potassium chloride", "major", id="lisinopril + potassium"),
-        pytest.param("methotrexate", "trimethoprim", "major", id="methotrexate + trimethoprim"),
-        pytest.param("digoxin", "amiodarone", "major", id="digoxin + amiodarone"),
-        pytest.param("digoxin", "verapamil", "major", id="digoxin + verapamil"),
-        pytest.param("clopidogrel", "omeprazole", "major", id="clopidogrel + omeprazole"),
-        pytest.param("lithium", "naproxen", "major", id="lithium + NSAID"),
-        pytest.param("lithium", "hydrochlorothiazide", "major", id="lithium + thiazide"),
-        pytest.param("theophylline", "ciprofloxacin", "major", id="theophylline + ciprofloxacin"),
-        pytest.param("citalopram", "azithromycin", "major", id="QT pair"),
-        pytest.param("oxycodone", "alprazolam", "major", id="opioid + benzodiazepine"),
+        ("alprazolam", "ketoconazole", "contraindicated"),  # Xanax label, section 4
+        ("alprazolam", "itraconazole", "contraindicated"),
+        ("simvastatin", "cyclosporine", "contraindicated"),  # Zocor label, section 4
+        ("lovastatin", "cyclosporine", "contraindicated"),
+        ("amiloride", "potassium chloride", "contraindicated"),  # Midamor label, section 4
+        ("triamterene", "potassium chloride", "contraindicated"),
+        ("sertraline", "linezolid", "contraindicated"),  # Zoloft label, section 4
+        ("sertraline", "methylene blue", "contraindicated"),
+        ("sertraline", "phenelzine", "contraindicated"),
+        ("rasagiline", "meperidine", "contraindicated"),  # Azilect label, section 4
+        ("tizanidine", "ciprofloxacin", "contraindicated"),  # Zanaflex label, section 4
+        ("tizanidine", "fluvoxamine", "contraindicated"),
+        ("simvastatin", "clarithromycin", "contraindicated"),
+        ("sildenafil", "nitroglycerin", "contraindicated"),
     ],
 )
-def test_classic_interactions_are_present(
-    screener: Screener, a: str, b: str, severity: str
+def test_label_contraindications(screener: Screener, a: str, b: str, severity: str) -> None:
+    assert _severity(screener, a, b) == severity
+
+
+def test_mao_b_selective_drugs_do_not_inherit_the_non_selective_contraindications(
+    screener: Screener,
 ) -> None:
-    result = screener.screen([a, b])
-    assert [(f.drug_a, f.drug_b, f.rule.severity) for f in result.findings] == [(a, b, severity)]
+    for drug in ("rasagiline", "selegiline"):
+        assert _severity(screener, drug, "sertraline") not in (None, "contraindicated")
 
 
-def write(tmp_path: Path, name: str, data: object) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return path
+def test_ritonavir_is_exempt_from_alprazolams_strong_inhibitor_contraindication(
+    screener: Screener,
+) -> None:
+    assert _severity(screener, "alprazolam", "ritonavir") == "major"
 
 
-def test_a_rule_naming_an_unknown_drug_is_rejected(tmp_path: Path) -> None:
-    rules = json.loads(BUNDLED_INTERACTIONS.read_text())
-    rules["rules"][0]["a"] = {"drug": "unobtainium"}
-    with pytest.raises(ValueError, match="unobtainium"):
-        KnowledgeBase.load(BUNDLED_FORMULARY, write(tmp_path, "rules.json", rules))
+def test_advice_fits_the_pair(screener: Screener) -> None:
+    assert "ppi" not in _advice(screener, "clopidogrel", "fluoxetine").lower()
+    assert "pantoprazole" not in _advice(screener, "clopidogrel", "fluoxetine").lower()
+    theophylline = screener.screen(["theophylline", "azithromycin"])
+    for finding in theophylline.findings:
+        assert "azithromycin" not in finding.advice.lower().split("choose", 1)[-1][:40]
+    moxifloxacin = _advice(screener, "moxifloxacin", "calcium carbonate")
+    assert "4 hours" in moxifloxacin and "8 hours" in moxifloxacin
+    ciprofloxacin = _advice(screener, "ciprofloxacin", "calcium carbonate")
+    assert "2 hours" in ciprofloxacin and "6 hours" in ciprofloxacin
 
 
-def test_a_name_listed_for_two_drugs_is_rejected(tmp_path: Path) -> None:
-    formulary = json.loads(BUNDLED_FORMULARY.read_text())
-    formulary["drugs"][1]["brands"].append(formulary["drugs"][0]["brands"][0])
-    with pytest.raises(ValidationError, match="listed for both"):
-        KnowledgeBase.load(write(tmp_path, "formulary.json", formulary), BUNDLED_INTERACTIONS)
+# -- the loader refuses inconsistent data ---------------------------------------------------------
 
 
-def test_a_rule_with_a_bad_severity_is_rejected(tmp_path: Path) -> None:
-    rules = json.loads(BUNDLED_INTERACTIONS.read_text())
-    rules["rules"][0]["severity"] = "catastrophic"
-    with pytest.raises(ValidationError, match="severity"):
-        KnowledgeBase.load(BUNDLED_FORMULARY, write(tmp_path, "rules.json", rules))
+@pytest.fixture
+def edited(tmp_path: Path) -> Callable[[str, Callable[[dict[str, Any]], None]], KnowledgeFiles]:
+    """Copy the bundled files, apply one edit to one of them, return where they are."""
+
+    def edit(name: str, change: Callable[[dict[str, Any]], None]) -> KnowledgeFiles:
+        for path in BUNDLED.as_artifacts().values():
+            shutil.copy(path, tmp_path)
+        target = tmp_path / f"{name}.json"
+        data = json.loads(target.read_text())
+        change(data)
+        target.write_text(json.dumps(data))
+        return KnowledgeFiles.in_directory(tmp_path)
+
+    return edit
 
 
-def test_a_rule_side_must_name_a_drug_or_a_class(tmp_path: Path) -> None:
-    rules = json.loads(BUNDLED_INTERACTIONS.read_text())
-    rules["rules"][0]["b"] = {"drug": "warfarin", "class": "nsaid"}
-    with pytest.raises(ValidationError, match="exactly one"):
-        KnowledgeBase.load(BUNDLED_FORMULARY, write(tmp_path, "rules.json", rules))
+def test_the_bundled_copy_loads(edited: Any) -> None:
+    KnowledgeBase.load(edited("rules", lambda data: None))
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "error", "words"),
+    [
+        pytest.param(
+            "rules",
+            lambda d: d["rules"][0].update(a={"drug": "unobtainium"}),
+            ValueError,
+            "unobtainium",
+            id="a rule naming an unknown drug",
+        ),
+        pytest.param(
+            "rules",
+            lambda d: d["rules"][0].update(severity="catastrophic"),
+            ValidationError,
+            "severity",
+            id="a bad severity",
+        ),
+        pytest.param(
+            "rules",
+            lambda d: d["rules"][0].update(b={"drug": "warfarin", "class": "nsaid"}),
+            ValidationError,
+            "exactly one",
+            id="a side naming a drug and a class",
+        ),
+        pytest.param(
+            "rules",
+            lambda d: d["rules"][0].pop("source"),
+            ValidationError,
+            "source",
+            id="a rule without a source",
+        ),
+        pytest.param(
+            "rules",
+            lambda d: d["rules"][0].update(advice_for={"unobtainium": "do this"}),
+            ValueError,
+            "advice_for",
+            id="advice for a drug the rule cannot match",
+        ),
+        pytest.param(
+            "rules",
+            lambda d: d["rules"].append(dict(d["rules"][0])),
+            ValidationError,
+            "duplicate rule ids",
+            id="a duplicate rule id",
+        ),
+        pytest.param(
+            "drugs",
+            lambda d: d["drugs"][1]["brands"].append(d["drugs"][0]["generic"].title()),
+            ValidationError,
+            "listed for both",
+            id="a name listed for two drugs",
+        ),
+        pytest.param(
+            "drugs",
+            lambda d: d["products"][0]["components"].append("unobtainium"),
+            ValidationError,
+            "unknown components",
+            id="a product with an unknown component",
+        ),
+        pytest.param(
+            "classes",
+            lambda d: d["classes"][0]["members"].append("unobtainium"),
+            ValueError,
+            "unobtainium",
+            id="a class member that is not a drug",
+        ),
+    ],
+)
+def test_inconsistent_data_is_refused_with_the_reason(
+    edited: Any, name: str, change: Any, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        KnowledgeBase.load(edited(name, change))
+
+
+def test_an_except_naming_a_non_member_is_refused(edited: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        rule = next(r for r in data["rules"] if "class" in r["b"])
+        rule["b"]["except"] = ["unobtainium"]
+
+    with pytest.raises(ValueError, match="non-members"):
+        KnowledgeBase.load(edited("rules", change))

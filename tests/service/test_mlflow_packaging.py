@@ -29,8 +29,8 @@ def free_port() -> int:
 
 
 def test_the_saved_model_has_its_artifacts_code_and_pins(built_model: Path) -> None:
-    assert (built_model / "artifacts" / "formulary.json").is_file()
-    assert (built_model / "artifacts" / "interactions.json").is_file()
+    for name in ("drugs.json", "classes.json", "rules.json", "lexicon.tsv.gz"):
+        assert (built_model / "artifacts" / name).is_file(), name
     assert (built_model / "code" / "modelhub" / "serving" / "_executor.py").is_file()
     assert not list((built_model / "code").rglob("__pycache__"))
     requirements = (built_model / "requirements.txt").read_text().split()

@@ -189,13 +189,19 @@ def test_the_template_backend_is_deterministic(
         "patient_id",
         "medications_normalized",
         "unrecognized",
+        "not_covered",
+        "corrections",
+        "not_screened",
+        "duplicates",
         "interactions",
         "highest_severity",
         "counseling_note",
         "note_source",
         "backend",
-        "normalization",
+        "disclaimer",
+        "medications",
     }
+    assert row["counseling_note"].endswith(row["disclaimer"])
 
 
 def test_an_answer_naming_another_drug_is_not_used(knowledge: KnowledgeBase) -> None:
@@ -213,6 +219,54 @@ def test_an_answer_naming_another_drug_is_not_used(knowledge: KnowledgeBase) -> 
     assert row["note_source"] == "fallback"
     assert "simvastatin" not in row["counseling_note"]
     assert observer.fallbacks == Counter({"ungrounded": 1})
+
+
+def test_a_faithful_note_repeating_the_findings_advice_is_used(
+    load_gemini_model: Callable[..., Any], stub: StubServer
+) -> None:
+    """The stub answers as a careful LLM would: each finding's effect and advice, which for
+    warfarin + NSAID names acetaminophen (a drug the patient does not take, but the facts do)."""
+    model = load_gemini_model()
+    rows = [
+        {"patient_id": "f1", "medications": ["warfarin 5 mg PO nightly", "Advil 400 mg q6h prn"]},
+        {"patient_id": "f2", "medications": ["warfarn", "etodolac 400 mg", "xyzzy"]},
+    ]
+    first, second = model.predict(pd.DataFrame(rows))
+    assert first["note_source"] == "llm"
+    assert "acetaminophen" in first["interactions"][0]["advice"]
+    assert first["interactions"][0]["advice"] in first["counseling_note"]
+    assert first["counseling_note"].endswith(first["disclaimer"])
+    assert second["note_source"] == "llm"
+    for fact in ("'warfarn' was read as warfarin", "etodolac", "xyzzy", "Only the interactions"):
+        assert fact in second["counseling_note"]
+    assert second["counseling_note"].endswith(second["disclaimer"])
+    assert stub.stats.requests == 2
+
+
+class _FixedNote:
+    name = "gemini"
+
+    def __init__(self, note: str) -> None:
+        self.text = note
+
+    async def note(self, prompt: str) -> str:
+        return self.text
+
+
+def test_a_note_that_omits_a_major_finding_is_not_used(knowledge: KnowledgeBase) -> None:
+    observer = RecordingObserver()
+    pipeline = Pipeline(knowledge, _FixedNote("Take your medicines as prescribed."), observer=observer)
+    (row,) = asyncio.run(pipeline.run(parse_rows([{"patient_id": "g2", **WARFARIN_NSAID}])))
+    assert row["note_source"] == "fallback"
+    assert observer.fallbacks == Counter({"ungrounded": 1})
+
+
+def test_a_note_naming_both_drugs_of_each_major_finding_is_used(knowledge: KnowledgeBase) -> None:
+    note = "Coumadin (warfarin) with Advil raises bleeding risk; prefer acetaminophen for pain."
+    pipeline = Pipeline(knowledge, _FixedNote(note))
+    (row,) = asyncio.run(pipeline.run(parse_rows([{"patient_id": "g3", **WARFARIN_NSAID}])))
+    assert row["note_source"] == "llm"
+    assert row["counseling_note"].startswith(note)
 
 
 @pytest.mark.parametrize(

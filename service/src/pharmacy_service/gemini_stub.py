@@ -3,7 +3,8 @@ and docker compose, with configurable latency and fault injection.
 
 It answers ``POST /{version}/models/{model}:generateContent`` in the shape google-genai parses,
 over HTTP/1.1 keep-alive with ``Content-Length``. The answer is derived from the prompt: when
-the prompt has a ``Summary:`` line (the pharmacy model's prompts do), the note repeats it.
+the prompt has a ``Summary:`` line and facts (the pharmacy model's prompts do), the note repeats
+the summary and each finding's effect and advice, as a faithful LLM note would.
 
 Faults, drawn per request with probability ``fault_rate`` from the enabled ``faults``:
 ``429``/``500``/``503`` (a Gemini error body), ``slow`` (answers after ``slow_seconds``, past
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import random
@@ -278,14 +280,23 @@ class StubServer:
 
 
 def answer_for(prompt: str, model: str) -> str:
-    """The deterministic answer for a prompt."""
-    for line in prompt.splitlines():
+    """The deterministic answer for a prompt. For the pharmacy model's prompts (a ``Summary:``
+    line, then the facts as JSON) it is a faithful note: the summary, then each finding's own
+    effect and advice, as a careful LLM would write it."""
+    lines = prompt.splitlines()
+    for n, line in enumerate(lines):
         if line.startswith("Summary:"):
             summary = line.removeprefix("Summary:").strip()
-            return (
-                f"Counselling note: {summary}. Please talk to your pharmacist before you "
-                "change or stop any medicine."
-            )
+            parts = [f"Counselling note: {summary}."]
+            facts = lines[n + 2] if len(lines) > n + 2 else ""
+            with suppress(ValueError, AttributeError, TypeError, KeyError):
+                for finding in json.loads(facts).get("findings", []):
+                    parts.append(
+                        f"{finding['drug_a']} with {finding['drug_b']}: "
+                        f"{finding['clinical_effect']} {finding['advice']}"
+                    )
+            parts.append("Please talk to your pharmacist before you change or stop any medicine.")
+            return " ".join(parts)
     digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
     return f"Stub answer {digest} from {model}."
 
