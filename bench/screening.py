@@ -54,7 +54,9 @@ STRINGS = [
 HARD = ["warfarn 5 mg", "etodolac 400 mg bid"]  # a typo search and a lexicon hit
 
 
-def measure(screener: Screener, lists: dict[str, list[str]], rounds: int, per_round: int) -> dict[str, list[float]]:
+def measure(
+    screener: Screener, lists: dict[str, list[str]], rounds: int, per_round: int
+) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in lists}
     for _ in range(rounds):
         for name, medications in lists.items():

@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         canonical = " ".join(canonicals[0].lower().split())
         by_canonical.setdefault(canonical, set()).add(variant)
     buffer = io.StringIO()
-    buffer.write(f"# {PACKAGE} {version(PACKAGE)} (MIT licence, Fast Data Science Ltd): "
-                 "DrugBank open vocabulary and MedlinePlus names\n")
+    buffer.write(
+        f"# {PACKAGE} {version(PACKAGE)} (MIT licence, Fast Data Science Ltd): "
+        "DrugBank open vocabulary and MedlinePlus names\n"
+    )
     for canonical in sorted(by_canonical):
         variants = sorted(by_canonical[canonical] - {canonical})
         buffer.write(canonical + "\t" + "|".join(variants) + "\n")

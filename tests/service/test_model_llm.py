@@ -255,7 +255,9 @@ class _FixedNote:
 
 def test_a_note_that_omits_a_major_finding_is_not_used(knowledge: KnowledgeBase) -> None:
     observer = RecordingObserver()
-    pipeline = Pipeline(knowledge, _FixedNote("Take your medicines as prescribed."), observer=observer)
+    pipeline = Pipeline(
+        knowledge, _FixedNote("Take your medicines as prescribed."), observer=observer
+    )
     (row,) = asyncio.run(pipeline.run(parse_rows([{"patient_id": "g2", **WARFARIN_NSAID}])))
     assert row["note_source"] == "fallback"
     assert observer.fallbacks == Counter({"ungrounded": 1})

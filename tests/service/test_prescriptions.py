@@ -55,9 +55,7 @@ def _pairs(items: list[list[str]]) -> dict[frozenset[str], str]:
 @pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
 def test_case(case: dict[str, Any], predictions: dict[str, dict[str, Any]]) -> None:
     row = predictions[case["id"]]
-    got_pairs = {
-        frozenset((f["drug_a"], f["drug_b"])): f["severity"] for f in row["interactions"]
-    }
+    got_pairs = {frozenset((f["drug_a"], f["drug_b"])): f["severity"] for f in row["interactions"]}
     expected_pairs = _pairs(case.get("interactions", []))
     assert got_pairs == expected_pairs
     assert row["medications_normalized"] == case.get("screened", [])

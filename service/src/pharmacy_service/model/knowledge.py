@@ -284,9 +284,11 @@ class KnowledgeBase:
                             f"rule {rule.id}: 'except' names non-members of {side.class_}: "
                             f"{outside}"
                         )
-            unknown = sorted(set(rule.advice_for) - _generics_covered(rule, drugs, classes))
+            unknown = sorted(set(rule.advice_for) - _generics_covered(rule, classes))
             if unknown:
-                raise ValueError(f"rule {rule.id}: advice_for names drugs it cannot match: {unknown}")
+                raise ValueError(
+                    f"rule {rule.id}: advice_for names drugs it cannot match: {unknown}"
+                )
             index.setdefault((rule.a.key, rule.b.key), []).append(rule)
             if rule.a.key != rule.b.key:
                 index.setdefault((rule.b.key, rule.a.key), []).append(rule)
@@ -355,12 +357,11 @@ class KnowledgeBase:
 def _applies(rule: InteractionRule, key_a: str, a: str, key_b: str, b: str) -> bool:
     """The rule matches drug ``a`` (through ``key_a``) and ``b`` (through ``key_b``) on one of
     its orientations, with each side's ``except`` list honoured."""
-    if rule.a.key == key_a and rule.b.key == key_b:
-        if a not in rule.a.except_ and b not in rule.b.except_:
-            return True
-    if rule.b.key == key_a and rule.a.key == key_b:
-        return b not in rule.a.except_ and a not in rule.b.except_
-    return False
+    forward = rule.a.key == key_a and rule.b.key == key_b
+    if forward and a not in rule.a.except_ and b not in rule.b.except_:
+        return True
+    backward = rule.b.key == key_a and rule.a.key == key_b
+    return backward and b not in rule.a.except_ and a not in rule.b.except_
 
 
 def ambiguous_label(entry: Ambiguous) -> str:
@@ -368,14 +369,12 @@ def ambiguous_label(entry: Ambiguous) -> str:
     return f"{entry.name.lower()} ({' or '.join(entry.candidates)})"
 
 
-def _generics_covered(
-    rule: InteractionRule, drugs: Mapping[str, DrugEntry], classes: Mapping[str, DrugClass]
-) -> set[str]:
+def _generics_covered(rule: InteractionRule, classes: Mapping[str, DrugClass]) -> set[str]:
     covered: set[str] = set()
     for side in (rule.a, rule.b):
         if side.drug is not None:
             covered.add(side.drug)
-        elif side.class_ in classes:
+        elif side.class_ is not None and side.class_ in classes:
             covered.update(set(classes[side.class_].members) - set(side.except_))
     return covered
 

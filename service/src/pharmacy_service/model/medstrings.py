@@ -217,10 +217,7 @@ _PARENS = re.compile(r"\(([^()]*)\)|\[([^\[\]]*)\]")
 _NOISE = re.compile(r"[®™©*\"“”]")
 _TOKEN = re.compile(r"[^\s,;:]+")
 _TWO_WORDS = {
-    key
-    for table in (_ROUTES, _RELEASE, _FREQUENCY)
-    for key in table
-    if " " in key or "-" in key
+    key for table in (_ROUTES, _RELEASE, _FREQUENCY) for key in table if " " in key or "-" in key
 } | {p for p in _PRN if " " in p}
 
 

@@ -178,7 +178,6 @@ def grounding_problem(
             missing = [d for d in (finding.drug_a, finding.drug_b) if d not in named]
             if missing:
                 return (
-                    f"omits the {finding.rule.severity} finding {finding.drug_a} + "
-                    f"{finding.drug_b}"
+                    f"omits the {finding.rule.severity} finding {finding.drug_a} + {finding.drug_b}"
                 )
     return None

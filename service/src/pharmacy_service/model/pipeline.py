@@ -6,8 +6,6 @@ import asyncio
 import logging
 import math
 import re
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -153,22 +151,12 @@ class Pipeline:
         strict: bool = False,
         max_concurrency: int = 8,
         observer: LLMObserver | None = None,
-        inject_loop_errors: int = 0,
-        inject_loop_block: float = 0.0,
     ) -> None:
-        """Fault injection for tests and chaos drills. ``inject_loop_errors``: the first N runs
-        in this process raise ``RuntimeError("Event loop is closed")``, as a client bound to a
-        dead loop would, so that the executor's retries can be seen working.
-        ``inject_loop_block``: the first run blocks its event loop for that many seconds with a
-        synchronous sleep, as blocking code inside a coroutine would (loop lag, timeouts)."""
         self.screener = Screener(knowledge)
         self.backend = backend
         self.strict = strict
         self.max_concurrency = max_concurrency
         self.observer = observer if observer is not None else LLMObserver()
-        self._inject_left = inject_loop_errors
-        self._inject_lock = threading.Lock()
-        self._block_left = inject_loop_block
 
     async def aclose(self) -> None:
         """Release the backend's connections (on the loop that used them)."""
@@ -181,25 +169,6 @@ class Pipeline:
         return self.backend.name if self.backend is not None else "template"
 
     async def run(self, rows: list[Row]) -> list[dict[str, Any]]:
-        if self._block_left:
-            with self._inject_lock:
-                block, self._block_left = self._block_left, 0.0
-            if block:
-                logger.warning(
-                    "loop_block_injected: blocking the event loop for %.1f s on purpose",
-                    block,
-                    extra={"event": "loop_block_injected"},
-                )
-                time.sleep(block)  # noqa: ASYNC251 (the fault being injected)
-        if self._inject_left:
-            with self._inject_lock:
-                inject, self._inject_left = self._inject_left > 0, max(0, self._inject_left - 1)
-            if inject:
-                logger.warning(
-                    "loop_error_injected: failing this attempt on purpose",
-                    extra={"event": "loop_error_injected"},
-                )
-                raise RuntimeError("Event loop is closed")
         results = [self.screener.screen(row.medications) for row in rows]
         if self.backend is None:
             return [

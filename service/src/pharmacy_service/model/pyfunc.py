@@ -59,13 +59,21 @@ class PharmacyModel(PythonModel):
         backend: NoteBackend | None = None
         if name == "gemini":
             backend = GeminiBackend(GeminiSettings.from_env())
-        self.pipeline = Pipeline(
-            knowledge,
-            backend,
-            strict=_flag("PHARMACY_LLM_STRICT") if strict is None else bool(strict),
-            inject_loop_errors=int(config.get("inject_loop_errors") or 0),
-            inject_loop_block=float(config.get("inject_loop_block") or 0.0),
-        )
+        strict_mode = _flag("PHARMACY_LLM_STRICT") if strict is None else bool(strict)
+        loop_errors = int(config.get("inject_loop_errors") or 0)
+        loop_block = float(config.get("inject_loop_block") or 0.0)
+        if loop_errors or loop_block:  # tests and chaos drills only
+            from .faults import FaultInjectingPipeline
+
+            self.pipeline = FaultInjectingPipeline(
+                knowledge,
+                backend,
+                strict=strict_mode,
+                loop_errors=loop_errors,
+                loop_block=loop_block,
+            )
+        else:
+            self.pipeline = Pipeline(knowledge, backend, strict=strict_mode)
 
     # pd.DataFrame on purpose: MLflow reads predict's type hints, and a `list[...]` hint would
     # make it pass a list of the table's first column. A DataFrame hint passes the table as is.

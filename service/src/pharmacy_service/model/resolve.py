@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from rapidfuzz import process
@@ -42,9 +42,34 @@ _SALTS = frozenset(
 )
 # Words that qualify a product without naming another ingredient ("baby aspirin").
 _QUALIFIERS = frozenset(
-    """low dose baby adult extra strength regular maximum max junior children's childrens
-    infant infants' arthritis generic brand otc plain liqui-gels liquigels gelcaps caplets
-    caplet rapid release""".split()
+    [
+        "low",
+        "dose",
+        "baby",
+        "adult",
+        "extra",
+        "strength",
+        "regular",
+        "maximum",
+        "max",
+        "junior",
+        "children's",
+        "childrens",
+        "infant",
+        "infants'",
+        "arthritis",
+        "generic",
+        "brand",
+        "otc",
+        "plain",
+        "liqui-gels",
+        "liquigels",
+        "gelcaps",
+        "caplets",
+        "caplet",
+        "rapid",
+        "release",
+    ]
 )
 _COMBINATION = re.compile(r"\s*(?:/|\+|&|,|\band\b|\bwith\b|(?<=[a-z])-(?=[a-z]))\s*")
 _TYPO_MARGIN = 1
