@@ -5,15 +5,14 @@ pydantic models below validate them when they are loaded, and :class:`KnowledgeB
 they agree with each other. The model's MLflow artifacts carry the files, so a saved model always
 screens with the data it was built with.
 
-``python -m pharmacy_service.model.knowledge`` validates the bundled files and prints their size
-and any rule that can never be the one shown for a pair.
+``python -m pharmacy_service.model`` validates the bundled files and prints their size and any
+rule that can never be the one shown for a pair.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -406,22 +405,3 @@ def unreachable_rules(knowledge: KnowledgeBase) -> list[str]:
         if rule is not None:
             shown.add(rule.id)
     return sorted({r.id for r in knowledge.rule_file.rules} - shown)
-
-
-def main() -> int:
-    knowledge = KnowledgeBase.load()
-    names = sum(1 + len(d.brands) + len(d.synonyms) for d in knowledge.drug_file.drugs)
-    sys.stdout.write(
-        f"drugs {len(knowledge.drugs)} (names {names}), products "
-        f"{len(knowledge.drug_file.products)}, classes {len(knowledge.class_file.classes)}, "
-        f"rules {len(knowledge.rule_file.rules)}, lexicon variants {len(knowledge.lexicon)}\n"
-    )
-    never = unreachable_rules(knowledge)
-    if never:
-        sys.stdout.write(f"rules never shown for any pair ({len(never)}): {', '.join(never)}\n")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

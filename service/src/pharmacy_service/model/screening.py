@@ -155,15 +155,16 @@ class Screener:
     def screen(self, medications: list[str]) -> ScreeningResult:
         budget = [MAX_TYPO_SEARCHES]
         entries = [self._entry(text, budget) for text in medications if text.strip()]
-        generics: list[str] = []
-        for entry in entries:
+        supplied_by: dict[str, set[int]] = {}  # generic -> the entries that supply it
+        for index, entry in enumerate(entries):
             for generic in entry.screened:
-                if generic not in generics:
-                    generics.append(generic)
+                supplied_by.setdefault(generic, set()).add(index)
+        generics = list(supplied_by)
         findings = [
             Finding(a, b, rule)
             for a, b in combinations(generics, 2)
-            if (rule := self.knowledge.best_rule(a, b)) is not None
+            if not _one_product(supplied_by[a], supplied_by[b])
+            and (rule := self.knowledge.best_rule(a, b)) is not None
         ]
         # Most severe first; within a severity, the order of the input (stable sort).
         findings.sort(key=lambda f: -SEVERITY_RANK[f.rule.severity])
@@ -222,6 +223,12 @@ class Screener:
             return False
         drug = self.knowledge.drugs.get(generic)
         return drug is None or route not in drug.local_routes_screened
+
+
+def _one_product(a: set[int], b: set[int]) -> bool:
+    """Both drugs come only from one and the same string: the components of one combination
+    product (Suboxone, Paxlovid), combined on purpose and not screened against each other."""
+    return len(a) == 1 and a == b
 
 
 def _unique(items: Any) -> list[str]:

@@ -1,0 +1,143 @@
+"""Name resolution: real drugs are never read as another drug; typos only with a clear margin."""
+
+from __future__ import annotations
+
+import pytest
+
+from pharmacy_service.model import Screener
+from pharmacy_service.model.resolve import max_typo_edits
+from pharmacy_service.model.screening import MAX_TYPO_SEARCHES
+
+# Real drugs that an earlier version "corrected" into a neighbouring formulary drug (etodolac
+# was read as ketorolac, and etodolac + aspirin reported as contraindicated).
+REAL_DRUGS = [
+    "etodolac",
+    "fluvastatin",
+    "pitavastatin",
+    "fosinopril",
+    "felodipine",
+    "digitoxin",
+    "protriptyline",
+    "liothyronine",
+    "loxapine",
+    "dexlansoprazole",
+    "nabumetone",
+    "oxaprozin",
+    "trandolapril",
+    "nisoldipine",
+    "perphenazine",
+    "trimipramine",
+]
+
+
+@pytest.mark.parametrize("name", REAL_DRUGS)
+def test_a_real_drug_is_itself_covered_or_reported_never_another_drug(
+    screener: Screener, name: str
+) -> None:
+    found = screener.resolver.resolve(name)
+    assert found is not None
+    assert found.method != "typo"
+    assert (found.generics, found.not_covered) in (((name,), ()), ((), (name,)))
+
+
+def test_a_drug_outside_the_formulary_is_recognised_not_covered(screener: Screener) -> None:
+    covered = set(screener.knowledge.drugs)
+    outside = [n for n in REAL_DRUGS if n not in covered]
+    assert outside, "the list must keep some drugs the formulary does not cover"
+    result = screener.screen([f"{outside[0]} 10 mg daily", "aspirin 81"])
+    assert result.not_covered == [{"input": f"{outside[0]} 10 mg daily", "name": outside[0]}]
+    assert result.medications_normalized == ["aspirin"]
+    assert result.findings == []
+
+
+@pytest.mark.parametrize(
+    ("written", "generics", "method"),
+    [
+        ("Coumadin", ("warfarin",), "brand"),
+        ("metoprolol succinate", ("metoprolol",), "salt"),
+        ("lithium carbonate", ("lithium",), "salt"),
+        ("potassium chloride", ("potassium chloride",), "generic"),
+        ("hydrocodone/APAP", ("hydrocodone", "acetaminophen"), "combination"),
+        ("lisinopril-hctz", ("lisinopril", "hydrochlorothiazide"), "combination"),
+        ("tylenol with codeine #3", ("acetaminophen", "codeine"), None),
+        ("Norco", ("hydrocodone", "acetaminophen"), "product"),
+        ("marevan", ("warfarin",), "lexicon"),  # an international brand only the lexicon knows
+        ("baby aspirin", ("aspirin",), None),
+    ],
+)
+def test_names_as_written_resolve_to_their_drugs(
+    screener: Screener, written: str, generics: tuple[str, ...], method: str | None
+) -> None:
+    found = screener.resolver.resolve(written)
+    assert found is not None
+    assert set(found.generics) == set(generics)
+    if method is not None:
+        assert found.method == method
+
+
+@pytest.mark.parametrize(
+    ("typo", "generic"),
+    [
+        ("warfarn", "warfarin"),
+        ("asprin", "aspirin"),
+        ("simvastatn", "simvastatin"),
+        ("lisinoprel", "lisinopril"),
+        ("clopidogral", "clopidogrel"),
+        ("ibuprofin", "ibuprofen"),
+        ("predisone", "prednisone"),
+    ],
+)
+def test_a_clear_misspelling_is_read_and_reported(
+    screener: Screener, typo: str, generic: str
+) -> None:
+    found = screener.resolver.resolve(typo)
+    assert found is not None
+    assert (found.method, found.generics) == ("typo", (generic,))
+    assert found.read_as is not None
+    assert 0 < found.confidence < 1
+    result = screener.screen([typo])
+    assert result.corrections[0]["input"] == typo
+
+
+def test_short_names_are_never_corrected(screener: Screener) -> None:
+    assert max_typo_edits(4) == 0
+    assert screener.resolver.resolve("zocr") is None
+
+
+@pytest.mark.parametrize(
+    ("written", "neighbours"),
+    [
+        ("losinopril", ("lisinopril", "fosinopril")),
+        ("pansoprazole", ("pantoprazole", "lansoprazole")),
+        ("tizatidine", ("tizanidine", "nizatidine")),
+        ("nimedipine", ("nifedipine", "nimodipine")),
+        ("oiazepam", ("diazepam", "oxazepam")),
+    ],
+)
+def test_a_name_as_close_to_two_drugs_is_not_guessed(
+    screener: Screener, written: str, neighbours: tuple[str, str]
+) -> None:
+    for neighbour in neighbours:  # one edit from each, so no margin between them
+        assert screener.resolver.resolve(neighbour) is not None
+    assert screener.resolver.resolve(written) is None
+    assert screener.screen([written]).unrecognized == [written]
+
+
+def test_typo_searches_per_row_are_bounded(screener: Screener) -> None:
+    long_names = sorted(g for g in screener.knowledge.drugs if len(g) >= 9 and " " not in g)
+    typos = [name[:4] + name[5:] for name in long_names]  # one letter dropped
+    readable = [t for t in typos if screener.resolver.resolve(t) is not None][
+        : MAX_TYPO_SEARCHES + 5
+    ]
+    assert len(readable) == MAX_TYPO_SEARCHES + 5
+    fresh = Screener(screener.knowledge)
+    result = fresh.screen(readable)
+    assert len(result.corrections) == MAX_TYPO_SEARCHES
+    assert result.unrecognized == readable[MAX_TYPO_SEARCHES:]
+
+
+def test_an_ambiguous_name_is_screened_for_what_its_candidates_share(screener: Screener) -> None:
+    result = screener.screen(["isosorbide", "sildenafil"])
+    (entry, _) = result.entries
+    assert entry.resolutions[0].candidates == ("isosorbide mononitrate", "isosorbide dinitrate")
+    assert [f.rule.severity for f in result.findings] == ["contraindicated"]
