@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -50,6 +51,12 @@ LOCAL_ROUTES: frozenset[str] = frozenset(LocalRoute.__args__)  # type: ignore[at
 _Generic = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9 .,'-]*$")
 _Name = Field(min_length=2, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9 .,'/+()#&-]*$")
 _Source = Field(min_length=8, max_length=600)
+
+
+def _refuse_duplicates(what: str, ids: list[str]) -> None:
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"duplicate {what}: {duplicates}")
 
 
 class _Strict(BaseModel):
@@ -145,10 +152,7 @@ class ClassFile(_Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ClassFile:
-        ids = [c.id for c in self.classes]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate class ids: {duplicates}")
+        _refuse_duplicates("class ids", [c.id for c in self.classes])
         return self
 
 
@@ -199,10 +203,7 @@ class RuleFile(_Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RuleFile:
-        ids = [rule.id for rule in self.rules]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate rule ids: {duplicates}")
+        _refuse_duplicates("rule ids", [rule.id for rule in self.rules])
         return self
 
 
