@@ -132,6 +132,41 @@ def test_label_severities(screener: Screener, a: str, b: str, severity: str) -> 
     assert _severity(screener, a, b) == severity
 
 
+# The ONC high-priority list (Phansalkar et al., JAMIA 2012;19:735): pairs that every EHR should
+# alert on. One representative pair per entry; each must be found as major or contraindicated
+# (where a label rates a pair lower than the list, the rule says so in sources_disagree).
+ONC_HIGH_PRIORITY = [
+    ("amphetamine", "phenelzine"),
+    ("atazanavir", "omeprazole"),
+    ("febuxostat", "azathioprine"),
+    ("febuxostat", "mercaptopurine"),
+    ("fluoxetine", "phenelzine"),
+    ("irinotecan", "ketoconazole"),
+    ("meperidine", "tranylcypromine"),
+    ("amitriptyline", "phenelzine"),
+    ("pimozide", "clarithromycin"),
+    ("ramelteon", "fluvoxamine"),
+    ("rifampin", "atazanavir"),
+    ("simvastatin", "ritonavir"),
+    ("ergotamine", "clarithromycin"),
+    ("tizanidine", "ciprofloxacin"),
+    ("tranylcypromine", "procarbazine"),
+    ("sumatriptan", "phenelzine"),
+]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), ONC_HIGH_PRIORITY, ids=[f"{a} + {b}" for a, b in ONC_HIGH_PRIORITY]
+)
+def test_every_onc_high_priority_pair_is_found(screener: Screener, a: str, b: str) -> None:
+    result = screener.screen([a, b])
+    assert result.medications_normalized == [a, b]
+    assert _severity(screener, a, b) in ("major", "contraindicated")
+    finding = result.findings[0]
+    if finding.rule.severity != "contraindicated" and "Phansalkar" not in finding.rule.source:
+        assert finding.rule.sources_disagree, finding.rule.id
+
+
 def test_mao_b_selective_drugs_do_not_inherit_the_non_selective_contraindications(
     screener: Screener,
 ) -> None:
