@@ -4,6 +4,12 @@ Every method is measured interleaved in one run (round after round, the order ro
 the medians are reported with their ratios. Results go to bench/results/executor_overhead.md.
 
     python bench/executor_overhead.py [--rounds 5] [--calls 1000] [--output PATH]
+
+``--submission`` instead compares, inside ``AsyncExecutor.run``, the executor's own submission
+to its loop with the same submission built on ``asyncio.run_coroutine_threadsafe`` (same
+closing lock and in-flight tracking), and prints a markdown section:
+
+    python bench/executor_overhead.py --submission [--rounds 5] [--calls 20000]
 """
 
 from __future__ import annotations
@@ -28,7 +34,14 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 from asgiref.sync import async_to_sync
 
-from modelhub.serving import AsyncExecutor, ExecutorConfig, ExecutorTimeoutError
+from modelhub.serving import (
+    AsyncExecutor,
+    ExecutorClosedError,
+    ExecutorConfig,
+    ExecutorTimeoutError,
+)
+from modelhub.serving._loop import LoopThread
+from modelhub.serving._work import Work
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -196,6 +209,104 @@ def run(rounds: int, calls: int) -> dict[str, Any]:
     }
 
 
+# -- submission: the executor's own against run_coroutine_threadsafe ----------------------
+
+
+async def _await_work(work: Work[Any]) -> Any:
+    return await work.make()
+
+
+class ThreadsafeLoopThread(LoopThread):
+    """The candidate: submission through asyncio.run_coroutine_threadsafe, keeping the closing
+    lock and the in-flight set (contextvars are copied by call_soon_threadsafe's handle, and
+    cancelling the returned future cancels the task)."""
+
+    def submit(self, work: Work[Any]) -> Any:
+        with self._lock:
+            if self.closing:
+                work.discard()
+                raise ExecutorClosedError("closing")
+            future: Any = asyncio.run_coroutine_threadsafe(_await_work(work), self.loop)
+            self.pending.add(future)
+        future.add_done_callback(self.pending.discard)
+        future.cancel_task = future.cancel
+        return future
+
+
+SUBMITTERS: dict[str, type[LoopThread]] = {
+    "AsyncExecutor (its own submission)": LoopThread,
+    "AsyncExecutor (run_coroutine_threadsafe)": ThreadsafeLoopThread,
+}
+
+
+@contextmanager
+def submitter_bridge(loop_thread_type: type[LoopThread]) -> Iterator[Bridge]:
+    with AsyncExecutor() as executor:
+        executor._loop_thread = loop_thread_type(executor.config, executor._report.lag)
+        executor.run(trivial)
+        yield executor.run
+
+
+def submission(rounds: int, calls: int) -> str:
+    samples: dict[tuple[str, int], list[float]] = {}
+    names = list(SUBMITTERS)
+    for round_index in range(rounds):
+        for threads in (1, 8):
+            order = names if (round_index + threads) % 2 else names[::-1]
+            for name in order:
+                with submitter_bridge(SUBMITTERS[name]) as bridge:
+                    value = per_call_us(bridge, trivial, threads, calls)
+                samples.setdefault((name, threads), []).append(value)
+        print(f"round {round_index + 1}/{rounds} done", file=sys.stderr)
+    median = {key: statistics.median(values) for key, values in samples.items()}
+    info = machine()
+    lines = [
+        "## Submission: the executor's own against run_coroutine_threadsafe",
+        "",
+        f"- Date: {info['date']}; CPU: {info['cpu']}; Python {info['python']}",
+        f"- Command: `python bench/executor_overhead.py --submission --rounds {rounds} "
+        f"--calls {calls}`",
+        f"- Method: `AsyncExecutor.run(trivial)` in shared mode, {calls} calls per cell from 1 "
+        f"thread, then from 8 threads ({calls // 8} each); {rounds} rounds, the two submitters "
+        "interleaved in alternating order; median µs per call (wall time / calls).",
+        "",
+        "| submission | 1 thread | 8 threads |",
+        "|---|---:|---:|",
+    ]
+    for name in names:
+        lines.append(f"| {name} | {median[(name, 1)]:.1f} | {median[(name, 8)]:.1f} |")
+    own, candidate = names
+    ratios = {
+        threads: [
+            theirs / ours
+            for theirs, ours in zip(
+                samples[(candidate, threads)], samples[(own, threads)], strict=True
+            )
+        ]
+        for threads in (1, 8)
+    }
+    lines += [
+        "",
+        "run_coroutine_threadsafe / own submission, per round (same round, same load): "
+        + "; ".join(
+            f"{threads} thread(s): "
+            + ", ".join(f"{r:.2f}" for r in ratios[threads])
+            + f" (median {statistics.median(ratios[threads]):.2f}x)"
+            for threads in (1, 8)
+        )
+        + ".",
+        "",
+        "The standard library would be preferred within 1.10x of the executor's own cost: "
+        + (
+            "it is, so prefer run_coroutine_threadsafe."
+            if max(statistics.median(r) for r in ratios.values()) <= 1.10
+            else "it is not, so the executor keeps its own submission."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -302,7 +413,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=1600)
     parser.add_argument("--output", type=Path, default=RESULTS / "executor_overhead.md")
+    parser.add_argument(
+        "--submission", action="store_true", help="only compare the two submissions; print it"
+    )
     args = parser.parse_args()
+    if args.submission:
+        print(submission(args.rounds, args.calls))
+        return
     raw = run(args.rounds, args.calls)
     command = "python bench/executor_overhead.py " + " ".join(sys.argv[1:])
     text = report(raw, args.rounds, args.calls, command.strip())

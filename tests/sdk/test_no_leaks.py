@@ -44,9 +44,14 @@ def test_ten_thousand_calls_from_32_threads_leave_nothing_behind(
     assert set(results) == {sum(range(calls_per_thread))}
 
     loop_thread = executor._loop_thread  # white-box: the loop must be closed afterwards
+    if loop_thread is not None:
+        assert not loop_thread.pending  # every finished call was forgotten
     executor.close()
     assert set(threading.enumerate()) == threads_before
     assert open_fds() <= fds_before
-    if loop_thread is not None:
+    if mode == "shared":
+        assert loop_thread is not None
         assert loop_thread.loop.is_closed()
         assert not asyncio.all_tasks(loop_thread.loop)
+    else:
+        assert loop_thread is None  # isolated mode never starts the shared loop

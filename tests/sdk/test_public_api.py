@@ -4,6 +4,19 @@ import inspect
 
 import modelhub.serving as serving
 
+# The public API, pinned: a change to it must change this too.
+PUBLIC_API: dict[str, set[str]] = {
+    "running coroutines": {"AsyncExecutor", "run_async", "ExecutorConfig", "ExecutorHooks"},
+    "errors": {
+        "ModelhubError",
+        "ExecutorConfigError",
+        "ExecutorTimeoutError",
+        "ExecutorClosedError",
+        "CalledFromExecutorLoopError",
+    },
+    "helpers": {"is_loop_error", "request_id_var"},
+}
+
 
 def test_all_lists_exactly_the_public_names() -> None:
     public = {
@@ -14,9 +27,15 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert sorted(serving.__all__) == sorted(public)
 
 
-def test_every_name_in_all_is_importable() -> None:
-    for name in serving.__all__:
-        assert getattr(serving, name) is not None, name
+def test_the_public_names_are_exactly_these() -> None:
+    assert set(serving.__all__) == set().union(*PUBLIC_API.values())
+
+
+def test_a_star_import_gives_exactly_the_names_in_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from modelhub.serving import *", namespace)  # raises if a name in __all__ is missing
+    del namespace["__builtins__"]
+    assert sorted(namespace) == sorted(serving.__all__)
 
 
 def test_errors_share_one_root_and_specialise_builtins() -> None:
@@ -24,13 +43,8 @@ def test_errors_share_one_root_and_specialise_builtins() -> None:
     assert issubclass(serving.ExecutorConfigError, ValueError)
     assert issubclass(serving.ExecutorClosedError, RuntimeError)
     assert issubclass(serving.CalledFromExecutorLoopError, RuntimeError)
-    for error in (
-        serving.ExecutorTimeoutError,
-        serving.ExecutorConfigError,
-        serving.ExecutorClosedError,
-        serving.CalledFromExecutorLoopError,
-    ):
-        assert issubclass(error, serving.ModelhubError)
+    for name in PUBLIC_API["errors"]:
+        assert issubclass(getattr(serving, name), serving.ModelhubError), name
 
 
 def test_the_package_is_typed() -> None:

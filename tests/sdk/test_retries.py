@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
 
-from modelhub.serving import ExecutorTimeoutError, is_loop_error, request_id_var
+from modelhub.serving import (
+    AsyncExecutor,
+    ExecutorConfig,
+    ExecutorTimeoutError,
+    is_loop_error,
+    request_id_var,
+)
 from tests.conftest import RecordingHooks, SleepRecorder
 
 LOOP_ERRORS = [
@@ -195,15 +202,35 @@ def test_max_attempts_one_means_no_retry(
     assert len(failure_records(caplog)) == 1
 
 
-def test_the_deadline_spans_all_attempts(mode: str) -> None:
-    """With real back-off sleeps, 100 allowed attempts stop at the one deadline."""
-    from modelhub.serving import AsyncExecutor, ExecutorConfig
+class RealSleepRecorder(SleepRecorder):
+    """Records each back-off delay, then really sleeps it, so the deadline really approaches."""
 
-    config = ExecutorConfig(mode=mode, max_attempts=100, retry_initial_wait=0.05, retry_jitter=0)  # type: ignore[arg-type]
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        time.sleep(seconds)
+
+
+def test_the_deadline_spans_all_attempts_and_back_off_never_sleeps_past_it(mode: str) -> None:
+    """100 allowed attempts end at the one deadline, with ExecutorTimeoutError. The back-offs
+    really sleep, one after another within the call, so if none reached past the deadline they
+    add up to at most the timeout; uncapped they would add up to more (0.5 + 1.0 for a timeout
+    of 1.0), however fast or slow the machine. The error is the executor's, not the
+    coroutine's last loop error."""
+    timeout = 1.0
+    sleeps = RealSleepRecorder()
+    config = ExecutorConfig(
+        mode=mode,  # type: ignore[arg-type]
+        max_attempts=100,
+        retry_initial_wait=0.5,
+        retry_max_wait=2.0,
+        retry_jitter=0,
+    )
     flaky = Flaky(RuntimeError("Event loop is closed"), failures=1000)
-    with AsyncExecutor(config) as executor, pytest.raises(ExecutorTimeoutError):
-        executor.run(flaky, timeout=0.4)
-    assert 2 <= flaky.calls < 100
+    with AsyncExecutor(config, sleep=sleeps) as executor, pytest.raises(ExecutorTimeoutError):
+        executor.run(flaky, timeout=timeout)
+    assert flaky.calls < config.max_attempts  # the deadline ended it, not the attempts
+    assert sleeps.delays  # it did back off
+    assert sum(sleeps.delays) <= timeout + 1e-6  # (the clock's float rounding)
 
 
 def test_a_failing_hook_does_not_break_the_call(
