@@ -37,7 +37,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "as_needed": True,
         },
     ),
-    ("Xarelto 20", {"name": "xarelto", "strength": "20"}),
+    ("Xarelto 20", {"name": "Xarelto", "strength": "20"}),
     ("asa 81", {"name": "asa", "strength": "81"}),
     ("hctz 25", {"name": "hctz", "strength": "25"}),
     (
@@ -45,17 +45,17 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         {"name": "methotrexate", "strength": "2.5", "unit": "mg", "frequency": "weekly"},
     ),
     ("isosorbide", {"name": "isosorbide"}),
-    ("Norco 5/325", {"name": "norco", "strength": "5/325"}),
+    ("Norco 5/325", {"name": "Norco", "strength": "5/325"}),
     ("norco (hydrocodone)", {"name": "norco", "names": ("norco", "hydrocodone")}),
     (
         "Coumadin [warfarin] 5mg",
-        {"name": "coumadin", "names": ("coumadin", "warfarin"), "strength": "5", "unit": "mg"},
+        {"name": "Coumadin", "names": ("Coumadin", "warfarin"), "strength": "5", "unit": "mg"},
     ),
-    ("Tylenol #3", {"name": "tylenol #3"}),
+    ("Tylenol #3", {"name": "Tylenol #3"}),
     (
         "Tylenol with codeine #3 1 tab q4h prn",
         {
-            "name": "tylenol with codeine #3",
+            "name": "Tylenol with codeine #3",
             "dose": "1 tablet",
             "form": "tablet",
             "frequency": "every 4 hours",
@@ -68,9 +68,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "Voltaren 1% gel",
-        {"name": "voltaren", "strength": "1", "unit": "%", "form": "gel", "route": "topical"},
+        {"name": "Voltaren", "strength": "1", "unit": "%", "form": "gel", "route": "topical"},
     ),
-    ("Vigamox eye drops", {"name": "vigamox", "form": "drops", "route": "ophthalmic"}),
+    ("Vigamox eye drops", {"name": "Vigamox", "form": "drops", "route": "ophthalmic"}),
     (
         "moxifloxacin 0.5% ophth soln 1 gtt OU TID",
         {
@@ -109,9 +109,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "Toprol XL 25mg daily",
-        {"name": "toprol", "strength": "25", "unit": "mg", "release": "XL", "frequency": "daily"},
+        {"name": "Toprol", "strength": "25", "unit": "mg", "release": "XL", "frequency": "daily"},
     ),
-    ("Cardizem CD 240mg", {"name": "cardizem", "strength": "240", "unit": "mg", "release": "CD"}),
+    ("Cardizem CD 240mg", {"name": "Cardizem", "strength": "240", "unit": "mg", "release": "CD"}),
     (
         "aspirin 81 mg EC daily",
         {"name": "aspirin", "strength": "81", "unit": "mg", "release": "EC", "frequency": "daily"},
@@ -119,7 +119,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     (
         "Depakote delayed-release 500 mg bid",
         {
-            "name": "depakote",
+            "name": "Depakote",
             "release": "DR",
             "strength": "500",
             "unit": "mg",
@@ -129,7 +129,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     (
         "Bactrim DS 1 tab bid x 7 days",
         {
-            "name": "bactrim",
+            "name": "Bactrim",
             "modifier": "double strength",
             "dose": "1 tablet",
             "form": "tablet",
@@ -160,7 +160,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "Vitamin D3 1000 IU daily",
-        {"name": "vitamin d3", "strength": "1000", "unit": "units", "frequency": "daily"},
+        {"name": "Vitamin D3", "strength": "1000", "unit": "units", "frequency": "daily"},
     ),
     (
         "insulin glargine 10 units SC qhs",
@@ -183,7 +183,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "sig": "for pain",
         },
     ),
-    ("KCl 20 mEq ER", {"name": "kcl", "strength": "20", "unit": "mEq", "release": "ER"}),
+    ("KCl 20 mEq ER", {"name": "KCl", "strength": "20", "unit": "mEq", "release": "ER"}),
     (
         "metformin 500 mg od",
         {"name": "metformin", "strength": "500", "unit": "mg", "frequency": "daily"},
@@ -207,7 +207,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     (
         "Metrogel-Vaginal 0.75% 1 applicator pv qhs",
         {
-            "name": "metrogel-vaginal",
+            "name": "Metrogel-Vaginal",
             "strength": "0.75",
             "unit": "%",
             "dose": "1 applicator",
@@ -230,7 +230,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "ZOLOFT® 100MG TABLETS",
-        {"name": "zoloft", "strength": "100", "unit": "mg", "form": "tablet"},
+        {"name": "ZOLOFT", "strength": "100", "unit": "mg", "form": "tablet"},
     ),
     (
         "enoxaparin 40 mg/0.4 mL subq daily",
@@ -242,7 +242,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "frequency": "daily",
         },
     ),
-    ("St. John's Wort 300 mg", {"name": "st john's wort", "strength": "300", "unit": "mg"}),
+    ("St. John's Wort 300 mg", {"name": "St John's Wort", "strength": "300", "unit": "mg"}),
     (
         "prednisone 10 mg take 2 tabs daily",
         {

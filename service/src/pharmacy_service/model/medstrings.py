@@ -203,7 +203,9 @@ _DOSE_COUNTS = {"applicator", "applicatorful", "vial", "ampule", "application"}
 _PRN = {"prn", "as needed", "when needed", "if needed"}
 # Words that qualify a product's strength ("Bactrim DS") and are not part of its name.
 _MODIFIERS = {"ds": "double strength", "ss": "single strength", "forte": "forte"}
-_EVERY_N_HOURS = re.compile(r"\bevery\s+(\d+(?:\s*-\s*\d+)?)\s*(?:hours?|hrs?|h)\b")
+_EVERY_N_HOURS = re.compile(
+    r"\bevery\s+(\d+(?:\s*-\s*\d+)?)\s*(?:hours?|hrs?|h)\b", re.IGNORECASE
+)
 _Q_HOURS = re.compile(r"^q(\d+(?:-\d+)?)(h|hr|hrs|hours?)$")
 _EVERY_HOURS = re.compile(r"^every (\d+(?:-\d+)?) ?(h|hr|hrs|hours?)$")
 _HOURS_LATE = re.compile(r"^\d+ ?(?:h|hr|hrs|hour|hours)$")
@@ -264,7 +266,7 @@ def parse_medication(text: str) -> ParsedMedication:
         " ".join((m.group(1) or m.group(2) or "").split()) for m in _PARENS.finditer(cleaned)
     ]
     main = _PARENS.sub(" ", cleaned)
-    tokens = _tokens(main.lower())
+    tokens = _tokens(main)  # as written; attributes are matched in lower case
     name_words: list[str] = []
     sig_words: list[str] = []
     found: dict[str, Any] = {}
@@ -280,7 +282,7 @@ def parse_medication(text: str) -> ParsedMedication:
         i += 1
     name = _tidy_name(" ".join(name_words))
     route = found.get("route") or found.get("form_route")
-    names = tuple(n for n in (name, *(_tidy_name(p.lower()) for p in parenthesised)) if n)
+    names = tuple(n for n in (name, *(_tidy_name(p) for p in parenthesised)) if n)
     return ParsedMedication(
         text=original,
         names=names,
@@ -307,7 +309,7 @@ def _tokens(text: str) -> list[str]:
         token = token.strip(".")
         if not token:
             continue
-        glued = _GLUED.match(token)
+        glued = _GLUED.match(token.lower())
         if glued and (glued.group(2).split("/")[0] in _UNITS):
             tokens.extend([glued.group(1), glued.group(2)])
         else:
@@ -317,7 +319,7 @@ def _tokens(text: str) -> list[str]:
     while i < len(tokens):
         for size in (3, 2):
             phrase = " ".join(tokens[i : i + size])
-            if len(tokens) - i >= size and phrase in _TWO_WORDS:
+            if len(tokens) - i >= size and phrase.lower() in _TWO_WORDS:
                 joined.append(phrase)
                 i += size
                 break
@@ -330,8 +332,8 @@ def _tokens(text: str) -> list[str]:
 def _attribute(tokens: list[str], i: int, found: dict[str, Any], *, after_name: bool) -> int:
     """If ``tokens[i]`` starts an attribute, record it in ``found`` and return how many tokens
     it used; else 0."""
-    token = tokens[i]
-    nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+    token = tokens[i].lower()
+    nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else None
     if token.startswith("#") and token[1:].isdigit() and after_name:
         return 0  # "Tylenol #3": part of the product's name
     strength = _STRENGTH.match(token)
@@ -339,7 +341,7 @@ def _attribute(tokens: list[str], i: int, found: dict[str, Any], *, after_name: 
         unit = strength.group("unit")
         per = strength.group("per") or ""
         used = 1
-        if nxt in _DURATION or (i > 0 and tokens[i - 1] in {"x", "for"}):
+        if nxt in _DURATION or (i > 0 and tokens[i - 1].lower() in {"x", "for"}):
             return 0  # "x 7 days": a duration, part of the sig
         if unit is None and nxt is not None:
             unit_match = re.match(r"^([a-zµ%]+)(/[a-z0-9.]+)?$", nxt)
