@@ -160,6 +160,9 @@ class RuleSide(_Strict):
     drug: str | None = None
     class_: str | None = Field(default=None, alias="class")
     except_: list[str] = Field(default_factory=list, alias="except")
+    forms: list[str] | None = None
+    """Dose forms (as the parser names them: ``tablet``, ``capsule``, ...) the rule is about;
+    a drug written in another form does not match this side, one with no form written does."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RuleSide:
@@ -194,6 +197,10 @@ class InteractionRule(_Strict):
 
     def advice_for_pair(self, drug_a: str, drug_b: str) -> str:
         return self.advice_for.get(drug_a) or self.advice_for.get(drug_b) or self.advice
+
+    def side_for(self, generic: str, keys: tuple[str, ...]) -> RuleSide:
+        """The side that ``generic`` (with these rule keys) matches."""
+        return self.a if self.a.key in keys and generic not in self.a.except_ else self.b
 
 
 class RuleFile(_Strict):
@@ -333,21 +340,25 @@ class KnowledgeBase:
             load_lexicon(where.lexicon),
         )
 
-    def best_rule(self, a: str, b: str) -> InteractionRule | None:
-        """Among the rules matching the pair, the one with the smallest rank key (memoised:
-        the answer for a pair never changes)."""
+    def best_rule(
+        self, a: str, b: str, excluded: frozenset[str] = frozenset()
+    ) -> InteractionRule | None:
+        """Among the rules matching the pair (but the ``excluded`` ids), the one with the
+        smallest rank key (memoised when nothing is excluded: the answer never changes)."""
+        if excluded:
+            return self._find_best_rule(a, b, excluded)
         pair = (a, b)
         memo = self._best
         if pair not in memo:
-            memo[pair] = memo[(b, a)] = self._find_best_rule(a, b)
+            memo[pair] = memo[(b, a)] = self._find_best_rule(a, b, excluded)
         return memo[pair]
 
-    def _find_best_rule(self, a: str, b: str) -> InteractionRule | None:
+    def _find_best_rule(self, a: str, b: str, excluded: frozenset[str]) -> InteractionRule | None:
         best: InteractionRule | None = None
         for key_a in self.keys[a]:
             for key_b in self.keys[b]:
                 for rule in self.rule_index.get((key_a, key_b), ()):
-                    if not _applies(rule, key_a, a, key_b, b):
+                    if rule.id in excluded or not _applies(rule, key_a, a, key_b, b):
                         continue
                     if best is None or self.rank[rule.id] < self.rank[best.id]:
                         best = rule

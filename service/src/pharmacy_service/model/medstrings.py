@@ -86,8 +86,16 @@ _FORMS: dict[str, tuple[str, str | None]] = {
     "inhaler": ("inhaler", "inhaled"),
     "hfa": ("inhaler", "inhaled"),
     "diskus": ("inhaler", "inhaled"),
+    "handihaler": ("inhaler", "inhaled"),
+    "respimat": ("inhaler", "inhaled"),
+    "ellipta": ("inhaler", "inhaled"),
+    "flexpen": ("injection", "subcutaneous"),
+    "kwikpen": ("injection", "subcutaneous"),
+    "solostar": ("injection", "subcutaneous"),
+    "dosepak": ("dose pack", None),
     "nebulizer": ("nebuliser solution", "inhaled"),
     "neb": ("nebuliser solution", "inhaled"),
+    "implant": ("implant", "subdermal"),
     "suppository": ("suppository", "rectal"),
     "supp": ("suppository", "rectal"),
     "enema": ("enema", "rectal"),
@@ -148,6 +156,7 @@ _ROUTES = {
     "intravaginal": "vaginal",
     "rectal": "rectal",
     "pr": "rectal",
+    "subdermal": "subdermal",
 }
 _RELEASE = {
     "er": "ER",
@@ -197,15 +206,22 @@ _FREQUENCY = {
     "stat": "once, now",
     "once": "once",
     "continuous": "continuous",
+    "as directed": "as directed",
+    "ud": "as directed",
+    "sliding scale": "sliding scale",
+    "per sliding scale": "sliding scale",
 }
 _DURATION = {"day", "days", "d", "week", "weeks", "wk", "wks", "month", "months", "mo"}
 _DOSE_COUNTS = {"applicator", "applicatorful", "vial", "ampule", "application"}
 _PRN = {"prn", "as needed", "when needed", "if needed"}
 # Words that qualify a product's strength ("Bactrim DS") and are not part of its name.
-_MODIFIERS = {"ds": "double strength", "ss": "single strength", "forte": "forte"}
-_EVERY_N_HOURS = re.compile(
-    r"\bevery\s+(\d+(?:\s*-\s*\d+)?)\s*(?:hours?|hrs?|h)\b", re.IGNORECASE
-)
+_MODIFIERS = {
+    "ds": "double strength",
+    "ss": "single strength",
+    "es": "extra strength",
+    "forte": "forte",
+}
+_EVERY_N_HOURS = re.compile(r"\bevery\s+(\d+(?:\s*-\s*\d+)?)\s*(?:hours?|hrs?|h)\b", re.IGNORECASE)
 _Q_HOURS = re.compile(r"^q(\d+(?:-\d+)?)(h|hr|hrs|hours?)$")
 _EVERY_HOURS = re.compile(r"^every (\d+(?:-\d+)?) ?(h|hr|hrs|hours?)$")
 _HOURS_LATE = re.compile(r"^\d+ ?(?:h|hr|hrs|hour|hours)$")

@@ -72,6 +72,7 @@ _QUALIFIERS = frozenset(
     ]
 )
 _COMBINATION = re.compile(r"\s*(?:/|\+|&|,|\band\b|\bwith\b|(?<=[a-z])-(?=[a-z]))\s*")
+_FORMULATION = re.compile(r"\s*\([^)]*\)\s*$")
 _TYPO_MARGIN = 1
 """A typo is read as the closest drug only if every other drug is at least this many edits
 further away."""
@@ -159,9 +160,45 @@ class Resolver:
                 found = self._exact(bare)
         if found is None:
             found = self._combination(cleaned)
+        if found is None:
+            found = self._leading_name(cleaned)
         if found is not None:
             return _with_name(found, name)
         return self._typo(name, cleaned) if allow_typo else None
+
+    def _leading_name(self, name: str) -> Resolution | None:
+        """``Medrol dose pack``, ``Humalog per sliding scale``, ``Klor-Con M20``, ``Maxzide-25``:
+        the longest leading words that are a known name, when no later word names a drug."""
+        words = name.split()
+        numbered = re.fullmatch(r"(.*[a-z])-\d+(?:\.\d+)?", words[0]) if words else None
+        if numbered:  # a brand with its strength joined by a hyphen: "maxzide-25"
+            words = [numbered.group(1), *words[1:]]
+        for size in range(len(words) - (0 if numbered else 1), 0, -1):
+            found = self._exact(" ".join(words[:size]))
+            if found is None or found.method == "ambiguous":
+                continue
+            same = {*found.generics, *found.not_covered}
+            rest = words[size:]
+            for i in range(len(rest)):
+                for j in range(i + 1, min(i + 4, len(rest)) + 1):
+                    named = self._drugs_in(" ".join(rest[i:j]))
+                    if named - same:
+                        return None  # another drug follows: not a qualifier, do not drop it
+            return found
+        return None
+
+    def _drugs_in(self, phrase: str) -> set[str]:
+        """The drugs a phrase names exactly (formulary or lexicon), or nothing."""
+        if len(phrase) < 3:
+            return set()
+        known = self._known.get(phrase)
+        if known is not None:
+            return set(known.generics)
+        canonical = self._lexicon.get(phrase)
+        if canonical is None:
+            return set()
+        found = self._from_lexicon(phrase, canonical)
+        return {*found.generics, *found.not_covered}
 
     def _exact(self, name: str) -> Resolution | None:
         """A known name, the same without salt words, or a real drug from the lexicon."""
@@ -188,7 +225,8 @@ class Resolver:
         generics: list[str] = []
         not_covered: list[str] = []
         for component in canonical.split("/"):
-            component = component.strip()
+            # "paclitaxel (with polyoxyethylated castor oil)": the drug, not its formulation
+            component = _FORMULATION.sub("", component).strip()
             known = self._known.get(component) or self._known.get(
                 _strip_salts(component, self._known)
             )

@@ -160,15 +160,31 @@ class Screener:
             for generic in entry.screened:
                 supplied_by.setdefault(generic, set()).add(index)
         generics = list(supplied_by)
-        findings = [
-            Finding(a, b, rule)
-            for a, b in combinations(generics, 2)
-            if not _one_product(supplied_by[a], supplied_by[b])
-            and (rule := self.knowledge.best_rule(a, b)) is not None
-        ]
+        findings: list[Finding] = []
+        for a, b in combinations(generics, 2):
+            if _one_product(supplied_by[a], supplied_by[b]):
+                continue
+            rule = self._rule_for_forms(a, b, entries, supplied_by)
+            if rule is not None:
+                findings.append(Finding(a, b, rule))
         # Most severe first; within a severity, the order of the input (stable sort).
         findings.sort(key=lambda f: -SEVERITY_RANK[f.rule.severity])
         return ScreeningResult(entries, generics, findings)
+
+    def _rule_for_forms(
+        self, a: str, b: str, entries: list[Entry], supplied_by: dict[str, set[int]]
+    ) -> InteractionRule | None:
+        """The pair's rule, skipping rules about dose forms the patient does not take (solid
+        potassium chloride: not an oral solution)."""
+        excluded: frozenset[str] = frozenset()
+        while (rule := self.knowledge.best_rule(a, b, excluded)) is not None:
+            if all(
+                _takes_form(rule.side_for(g, self.knowledge.keys[g]), entries, supplied_by[g])
+                for g in (a, b)
+            ):
+                return rule
+            excluded |= {rule.id}
+        return None
 
     def _entry(self, text: str, budget: list[int]) -> Entry:
         parsed = parse_medication(text)
@@ -223,6 +239,13 @@ class Screener:
             return False
         drug = self.knowledge.drugs.get(generic)
         return drug is None or route not in drug.local_routes_screened
+
+
+def _takes_form(side: Any, entries: list[Entry], sources: set[int]) -> bool:
+    """Some entry supplying the drug is in one of the side's forms, or has no form written."""
+    if side.forms is None:
+        return True
+    return any(entries[i].parsed.form in (None, *side.forms) for i in sources)
 
 
 def _one_product(a: set[int], b: set[int]) -> bool:
