@@ -1,4 +1,6 @@
-"""Process measurements shared by the benchmarks (Linux /proc)."""
+"""Helpers shared by the benchmarks and the tests' real servers: free ports, readiness waits,
+process launching and Linux /proc readers. The benchmarks import it as ``harness`` (their own
+directory is on ``sys.path``), the tests as ``bench.harness``."""
 
 from __future__ import annotations
 
@@ -67,6 +69,52 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def wait_until_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, name: str, seconds: float
+) -> float:
+    """Poll ``url`` until it answers 200 and return the seconds it took; fail with the end of
+    the server's log if the process exits or ``seconds`` pass first."""
+    started = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log.read_text(errors='replace')[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        if time.monotonic() - started > seconds:
+            raise RuntimeError(
+                f"{name} not ready in {seconds:.0f} s:\n{log.read_text(errors='replace')[-4000:]}"
+            )
+        time.sleep(0.05)
+
+
+def wait_for_workers(base_url: str, master: int, count: int, seconds: float) -> list[int]:
+    """Wait until ``count`` workers of ``master`` have each answered ``/version`` (which names
+    the pid that answered), on fresh connections; return their pids. Forked is not enough: a
+    worker serves only once its model is loaded."""
+    deadline = time.monotonic() + seconds
+    answered: set[int] = set()
+    while True:
+        workers = set(children(master))
+        try:
+            answer = httpx.get(f"{base_url}/version", timeout=2)
+            if answer.status_code == 200:
+                answered.add(int(answer.json()["pid"]))
+        except httpx.TransportError:
+            pass
+        answered &= workers  # a worker that was replaced meanwhile does not count
+        if len(workers) == count and answered == workers:
+            return sorted(workers)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{len(answered)} of {count} workers answered within {seconds:.0f} s "
+                f"(pids {sorted(workers)}, answered {sorted(answered)})"
+            )
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def launched(
     command: list[str],
@@ -78,29 +126,22 @@ def launched(
 ) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     """Start ``command`` in its own process group, logging to ``log``; yield it with its
     start-up time once ``ready_url`` answers 200; stop the whole group afterwards."""
-    started = time.monotonic()
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}")
-            if time.monotonic() - started > seconds:
-                raise RuntimeError(f"{name} not ready after {seconds} s")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        yield process, time.monotonic() - started
+        yield process, wait_until_ready(process, ready_url, log, name, seconds)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(40)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = 40) -> None:
+    """SIGTERM the process's group, SIGKILL it after ``grace`` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)

@@ -5,6 +5,7 @@ clients that account for every request (a closed or reset connection is a failed
 Scenarios (each bounded in time and count):
   rolling-restart  50 clients for 30 s; SIGHUP to the master twice, SIGTERM to one worker
   drain            SIGTERM to the master under load: readiness, in-flight requests, exit
+  recycle          MAX_REQUESTS under load: workers replaced through the drain, nothing lost
   worker-kill      SIGKILL one worker under load: requests lost, time until capacity is back
   overload         10x the configured capacity: 503 + Retry-After, bounded p99 and memory, recovery
   soak             20,000 requests: RSS, threads and open files per worker (slopes)
@@ -42,7 +43,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from harness import children, free_port, launched, process_stats
+from harness import children, free_port, launched, process_stats, wait_for_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -134,24 +135,15 @@ def server(
         PHARMACY_LOG_FORMAT="json",
         GEMINI_BASE_URL=stub.url,
         PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="reliability-metrics-"),
-        MAX_REQUESTS="0",  # no recycling during a scenario: it would blur the figures
+        MAX_REQUESTS="0",  # no recycling but in the recycle scenario: it would blur the figures
     )
     full_env.update(env)
     log = logs / f"{name}.log"
     command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
     base = f"http://127.0.0.1:{port}"
     with launched(command, full_env, log, f"{base}/health/ready", name) as (process, _):
-        running = Server(base, process, log, full_env)
-        deadline = time.monotonic() + 30
-        while len(running.workers()) < workers and time.monotonic() < deadline:
-            time.sleep(0.1)
-        # every worker has loaded the model (one model_loaded line each)
-        while time.monotonic() < deadline:
-            loaded = [r for r in running.log_records() if r.get("event") == "model_loaded"]
-            if len(loaded) >= workers:
-                break
-            time.sleep(0.1)
-        yield running
+        wait_for_workers(base, process.pid, workers, 30)  # every worker has loaded its model
+        yield Server(base, process, log, full_env)
 
 
 # -- load --------------------------------------------------------------------------------------
@@ -176,6 +168,18 @@ class Load:
 
     def failures(self) -> Counter[str]:
         return Counter(o.error or f"HTTP {o.status}" for o in self.outcomes if o.status != 200)
+
+    def figures(self, clients: int, seconds: float) -> dict[str, Any]:
+        """The figures every load scenario reports."""
+        failures = self.failures()
+        return {
+            "clients": clients,
+            "seconds": seconds,
+            "requests": len(self.outcomes),
+            "answered 200": len(self.ok()),
+            "failed": sum(failures.values()),
+            "failures by kind": dict(failures) or "-",
+        }
 
     def latency_ms(self, outcomes: list[Outcome] | None = None) -> dict[str, float]:
         values = sorted(
@@ -293,18 +297,37 @@ def rolling_restart(model: Path, stub: Stub, logs: Path, quick: bool) -> Result:
         "rolling-restart",
         not failures,
         {
-            "clients": 50,
-            "seconds": seconds,
-            "requests": len(load.outcomes),
-            "answered 200": len(load.ok()),
-            "failed": sum(failures.values()),
-            "failures by kind": dict(failures) or "-",
+            **load.figures(clients=50, seconds=seconds),
             "p50 / p99 ms": "{p50:.0f} / {p99:.0f}".format(**load.latency_ms()),
             "workers replaced": f"{len(set(before) - set(after))} of {len(before)} (2 x SIGHUP, 1 x SIGTERM)",
             "signals at": ", ".join(f"{e[0]:.1f} s" for e in events),
             "failures at": "; ".join(failed_at[:10]) or "-",
         },
         "Target: zero failed requests (every request answered 200).",
+    )
+
+
+def recycle(model: Path, stub: Stub, logs: Path, quick: bool) -> Result:
+    seconds = 15 if quick else 30
+    stub.configure(latency_ms=50, fault_rate=0)
+    with server(model, stub, logs, "recycle", MAX_REQUESTS="300") as srv:
+        before = srv.workers()
+        load = run(drive(srv.base, 50, seconds=seconds))
+        after = srv.workers()
+        records = srv.log_records()
+    recycled = [r for r in records if r.get("event") == "recycling"]
+    failures = load.failures()
+    return Result(
+        "recycle",
+        not failures and len(recycled) >= 2,
+        {
+            **load.figures(clients=50, seconds=seconds),
+            "workers recycled (recycling lines)": len(recycled),
+            "workers at the end that were there at the start": len(set(before) & set(after)),
+            "p50 / p99 ms": "{p50:.0f} / {p99:.0f}".format(**load.latency_ms()),
+        },
+        "MAX_REQUESTS=300 (jitter 30), 2 workers, 50 keep-alive clients, upstream 50 ms: each "
+        "worker recycles several times, through the SIGTERM drain. Target: zero failed requests.",
     )
 
 
@@ -805,6 +828,7 @@ def bad_input(model: Path, stub: Stub, logs: Path, quick: bool) -> Result:
 SCENARIOS: dict[str, Callable[[Path, Stub, Path, bool], Result]] = {
     "rolling-restart": rolling_restart,
     "drain": drain,
+    "recycle": recycle,
     "worker-kill": worker_kill,
     "overload": overload,
     "soak": soak,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pharmacy_service import gunicorn_conf, metrics
+from pharmacy_service import metrics
 from pharmacy_service.app import create_app
-from pharmacy_service.settings import Settings
+from pharmacy_service.settings import ServerSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -102,12 +102,29 @@ def test_overlay_core_resources_validate_strictly(overlay: str, tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_replicas_per_overlay() -> None:
-    assert server("dev")["spec"]["replicas"] == 1
-    assert server("prod")["spec"]["replicas"] == 3
-    (hpa,) = of_kind(rendered("overlays/prod"), "HorizontalPodAutoscaler")
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["minReplicas"] == 3
+@pytest.mark.parametrize("path", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
+def test_an_hpa_alone_owns_the_replica_count(path: str) -> None:
+    """``kubectl apply -k`` would reset a Deployment's ``replicas`` on every deploy, scaling a
+    busy service down to the committed count; where an HPA scales the Deployment, only the
+    HPA's minReplicas (the floor) and maxReplicas say how many pods run."""
+    docs = rendered(path)
+    deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")}
+    assert "pharmacy-model" in scaled
+    for name in scaled:
+        assert "replicas" not in deployments[name]["spec"], name
+
+
+def test_hpa_bounds_per_overlay() -> None:
+    for overlay, floor, ceiling in (("dev", 1, 2), ("prod", 3, 12)):
+        (hpa,) = of_kind(rendered(f"overlays/{overlay}"), "HorizontalPodAutoscaler")
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "pharmacy-model",
+        }
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (floor, ceiling)
 
 
 def test_dev_points_the_gemini_backend_at_the_stub_deployed_alongside() -> None:
@@ -141,7 +158,7 @@ def test_rolling_update_never_drops_capacity(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probes_point_to_routes_the_server_has(overlay: str) -> None:
-    routes = {getattr(r, "path", None) for r in create_app(Settings()).app.routes}
+    routes = set(create_app(Settings()).app.openapi()["paths"])
     main = container(overlay)
     assert main["startupProbe"]["httpGet"]["path"] == "/health/live"
     assert main["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -198,7 +215,7 @@ def test_grace_period_covers_the_pre_stop_pause_and_gunicorn_drain(overlay: str)
     pre_stop = container(overlay)["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     graceful = int(config_map(overlay)["GRACEFUL_TIMEOUT"])
-    assert graceful == gunicorn_conf.graceful_timeout  # the same default the server uses
+    assert graceful == ServerSettings().graceful_timeout  # the same default the server uses
     drain_delay = Settings().drain_delay  # SIGTERM -> stop accepting, then uvicorn drains
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain_delay + graceful
 
@@ -282,4 +299,4 @@ def test_compose_serves_on_loopback_with_the_stub_and_hardening() -> None:
     assert model["healthcheck"]["test"] == ["CMD", "pharmacy-healthcheck"]  # /health/ready
     assert model["depends_on"]["gemini-stub"]["condition"] == "service_healthy"
     grace = float(model["stop_grace_period"].rstrip("s"))
-    assert grace > Settings().drain_delay + gunicorn_conf.graceful_timeout
+    assert grace > Settings().drain_delay + ServerSettings().graceful_timeout

@@ -3,13 +3,20 @@ in its errors (the stub's echo_api_key) and the SDK puts that into its exception
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import secrets
+import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pythonjsonlogger.json import JsonFormatter
 
 from pharmacy_service.gemini_stub import StubConfig, run_in_thread
+from pharmacy_service.logs import RedactSecretsFilter, RequestIdFilter, logging_config
 from tests.support.gunicorn import run_gunicorn
 
 ROW = {"patient_id": "s1", "medications": ["Coumadin", "Advil"]}
@@ -59,3 +66,79 @@ def test_api_key_is_redacted_from_logs_and_answers(
         assert all(secret not in a.text for a in [*answers, refused])
     # The echoed key did reach the log lines, redacted: the check above can fail.
     assert "[REDACTED]" in text
+
+
+def json_logger(stream: io.StringIO) -> logging.Logger:
+    """A logger with the server's handler set-up (filters and JSON formatter), on its own."""
+    options = {k: v for k, v in logging_config()["formatters"]["default"].items() if k != "()"}
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactSecretsFilter())
+    handler.setFormatter(JsonFormatter(**options))
+    logger = logging.getLogger("tests.service.secrets.probe")
+    logger.handlers, logger.propagate, logger.level = [handler], False, logging.DEBUG
+    return logger
+
+
+def test_secrets_are_redacted_in_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    api_key = "AIzaTest" + secrets.token_hex(12)
+    monkeypatch.setenv("GEMINI_API_KEY", api_key)
+    stream = io.StringIO()
+    logger = json_logger(stream)
+    try:
+        raise RuntimeError(f"upstream said: bad key {api_key}")
+    except RuntimeError as exc:
+        logger.warning(
+            "async_retry %s",
+            api_key,
+            exc_info=True,
+            stack_info=True,
+            extra={
+                "event": "async_retry",
+                "error": f"RuntimeError: {exc}",  # the SDK puts raw error text here
+                "details": {"url": f"https://x/?key={api_key}", "tries": [api_key, 1]},
+            },
+        )
+    text = stream.getvalue()
+    assert api_key not in text
+    (line,) = text.splitlines()
+    record = json.loads(line)
+    assert record["error"] == "RuntimeError: upstream said: bad key [REDACTED]"
+    assert record["details"] == {"url": "https://x/?key=[REDACTED]", "tries": ["[REDACTED]", 1]}
+    assert record["message"] == "async_retry [REDACTED]"
+
+
+def test_a_malformed_log_call_does_not_raise_into_its_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library's ``log("%s %s", one_argument)`` is a bug in the library, not in the request
+    that triggered it: the line still comes out, as JSON, and says what was wrong."""
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaTest" + secrets.token_hex(12))
+    stream = io.StringIO()
+    json_logger(stream).warning("two %s and %s", "one")
+    (line,) = stream.getvalue().splitlines()
+    record: dict[str, Any] = json.loads(line)
+    assert "two %s and %s" in record["message"]
+    assert "malformed" in record["message"]
+
+
+@pytest.mark.slow
+def test_every_line_a_preloaded_worker_writes_is_json(built_model: Path, tmp_path: Path) -> None:
+    """gunicorn preloads the app (PRELOAD_APP defaults to true), then each worker's uvicorn
+    takes over its loggers: its warnings must still come out as JSON, redacted."""
+    api_key = "AIzaTest" + secrets.token_hex(12)
+    log = tmp_path / "server.log"
+    env = {"GEMINI_API_KEY": api_key}
+    with run_gunicorn(built_model, log, workers=1, env=env) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"NOT HTTP " + api_key.encode() + b"\r\n\r\n")
+            assert raw.recv(200).startswith(b"HTTP/1.1 400")
+    lines = server.log_lines()
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, not_json[:5]
+    records = [json.loads(line) for line in lines]
+    uvicorn = [r for r in records if r["logger"] == "uvicorn.error"]
+    assert any(r["message"] == "Invalid HTTP request received." for r in uvicorn), uvicorn
+    assert any("Application startup complete" in r["message"] for r in uvicorn), uvicorn
+    assert api_key not in log.read_text()

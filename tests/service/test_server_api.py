@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
+import sys
 import threading
+import time
+import tomllib
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import pytest
 from fastapi.testclient import TestClient
+from mlflow.exceptions import MlflowException
+from prometheus_client.parser import text_string_to_metric_families
 
 from pharmacy_service.app import create_app
 from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
 from pharmacy_service.settings import Settings
+from tests.support import stuck_model
 from tests.support.broken_model import BrokenModel
 
+ROOT = Path(__file__).resolve().parents[2]
 RECORDS = {"dataframe_records": [{"patient_id": "a1", "medications": ["Coumadin", "Advil"]}]}
 
 
@@ -46,6 +57,15 @@ def gemini(stub: StubServer, monkeypatch: pytest.MonkeyPatch) -> StubServer:
     monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{stub.port}")
     monkeypatch.setenv("PHARMACY_LLM_TIMEOUT", "10")
     return stub
+
+
+def sample(client: TestClient, name: str, **labels: str) -> float:
+    """One sample's value from /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
 
 
 def error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -246,7 +266,59 @@ def test_a_model_bug_is_a_500_not_a_400(client_for: Any, tmp_path: Path) -> None
 def test_the_deadline_cancels_and_answers_504(client_for: Any, gemini: StubServer) -> None:
     gemini.config = StubConfig(latency_ms=3000)
     client = client_for(llm_backend="gemini", request_timeout=0.5)
+    cancelled = sample(client, "modelhub_executor_timeouts_total", mode="shared")
     error(client.post("/invocations", json=RECORDS), 504, "TIMEOUT")
+    # cancelled at its deadline in the executor's loop, not abandoned there
+    assert sample(client, "modelhub_executor_timeouts_total", mode="shared") == cancelled + 1
+    # and nothing is left in flight (the stub finishes its handler after its own latency
+    # even when the client has gone, so this waits for that)
+    deadline = time.monotonic() + 10
+    while gemini.stats.in_flight:
+        assert time.monotonic() < deadline, "an LLM call is still in flight"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stuck(tmp_path: Path) -> Iterator[Path]:
+    """A saved model whose predict blocks until released (released after the test)."""
+    stuck_model.STARTED.clear()
+    stuck_model.RELEASE.clear()
+    mlflow.pyfunc.save_model(str(tmp_path / "stuck"), python_model=stuck_model.StuckModel())
+    yield tmp_path / "stuck"
+    stuck_model.RELEASE.set()
+
+
+def test_a_predict_past_its_deadline_answers_504_and_keeps_its_slot(
+    client_for: Any, stuck: Path
+) -> None:
+    """The thread cannot be stopped: until it returns it still takes a predict slot, so the
+    server must not admit work as if it had finished."""
+    client = client_for(
+        model_uri=str(stuck),
+        async_predict=False,
+        request_timeout=0.2,
+        predict_threads=1,
+        max_queue=0,
+    )
+    error(client.post("/invocations", json=RECORDS), 504, "TIMEOUT")
+    assert stuck_model.STARTED.is_set()
+    error(client.post("/invocations", json=RECORDS), 503, "OVERLOADED")  # still running
+    stuck_model.RELEASE.set()
+    deadline = time.monotonic() + 10
+    while (answer := client.post("/invocations", json=RECORDS)).status_code == 503:
+        assert time.monotonic() < deadline, "the slot was never given back"
+        time.sleep(0.02)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == [{"patient_id": "a1"}]
+
+
+@pytest.mark.parametrize(
+    "async_predict", [True, False], ids=["apredict on the loop", "predict in threads"]
+)
+def test_a_deadline_already_past_answers_504(client_for: Any, async_predict: bool) -> None:
+    body = {**RECORDS, "params": {"timeout": 1e-9}}
+    client = client_for(async_predict=async_predict)
+    assert "deadline" in error(client.post("/invocations", json=body), 504, "TIMEOUT")["message"]
 
 
 def test_strict_mode_answers_502_for_an_upstream_failure(
@@ -270,6 +342,7 @@ def test_without_strict_mode_the_row_keeps_its_findings(
 def test_over_capacity_sheds_with_503_and_retry_after(client_for: Any, gemini: StubServer) -> None:
     gemini.config = StubConfig(latency_ms=1500)
     client = client_for(llm_backend="gemini", predict_threads=1, max_queue=0)
+    shed_before = sample(client, "pharmacy_http_requests_shed_total")
     answers: list[Any] = []
     barrier = threading.Barrier(4)
 
@@ -288,7 +361,7 @@ def test_over_capacity_sheds_with_503_and_retry_after(client_for: Any, gemini: S
     shed = next(a for a in answers if a.status_code == 503)
     assert shed.headers["retry-after"] == "1"
     error(shed, 503, "OVERLOADED")
-    assert "pharmacy_http_requests_shed_total" in client.get("/metrics").text
+    assert sample(client, "pharmacy_http_requests_shed_total") - shed_before == statuses.count(503)
 
 
 def test_request_id_is_echoed_or_generated(client_for: Any) -> None:
@@ -304,18 +377,101 @@ def test_request_id_is_echoed_or_generated(client_for: Any) -> None:
     assert len(generated) == 32
 
 
-def test_health_and_version(client_for: Any) -> None:
+def test_health_and_version(client_for: Any, built_model: Path) -> None:
     client = client_for()
     assert client.get("/health/live").json()["status"] == "ok"
     for path in ("/health/ready", "/ping", "/health"):
         assert client.get(path).json() == {"status": "ready"}
     info = client.get("/version").json()
-    assert set(info) == {"service", "sdk", "mlflow", "model"}
+    assert (info["service"], info["sdk"], info["mlflow"]) == (
+        version("pharmacy-service"),
+        version("modelhub-sdk"),
+        version("mlflow-skinny"),
+    )
+    assert info["pid"] == os.getpid()  # in process: this one
+    model = info["model"]
+    assert (model["uri"], model["llm_backend"]) == (str(built_model), "template")
+    assert model["predict"] == "apredict on the executor loop"
+    assert model["model_uuid"]
+    assert model["mlflow_version"] == version("mlflow-skinny")
     assert "/v1/screen" in client.get("/openapi.json").json()["paths"]
 
 
-def test_startup_fails_loudly_when_the_model_cannot_load(tmp_path: Path) -> None:
+def test_startup_fails_loudly_when_the_model_cannot_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A worker without its model must not start (gunicorn then reports the failed boot)."""
-    app = create_app(Settings(model_uri=str(tmp_path / "missing")))
-    with pytest.raises(Exception, match="missing"), TestClient(app):
+    app = create_app(Settings(model_uri=str(tmp_path / "absent")))
+    with pytest.raises(MlflowException, match="No such artifact"), TestClient(app):
         pass
+    (failed,) = [r for r in caplog.records if getattr(r, "event", None) == "model_load_failed"]
+    assert failed.levelno == logging.ERROR
+    assert failed.exc_info
+
+
+def test_a_client_that_disconnects_mid_upload_is_counted_apart(
+    client_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a server error: no 5xx in the metrics, no ERROR line; its own counter."""
+    client = client_for()
+    labels = {"route": "/invocations", "method": "POST"}
+    before = {
+        s: sample(client, "pharmacy_http_requests_total", **labels, status=s)
+        for s in ("499", "500")
+    }
+    gone_before = sample(client, "pharmacy_http_client_disconnects_total", route="/invocations")
+    messages = iter(
+        [{"type": "http.request", "body": b'{"dataframe_records": [', "more_body": True}]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/invocations",
+        "raw_path": b"/invocations",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    caplog.clear()
+    client.portal.call(client.app, scope, receive, send)
+    assert sample(client, "pharmacy_http_client_disconnects_total", route="/invocations") == (
+        gone_before + 1
+    )
+    after = {
+        s: sample(client, "pharmacy_http_requests_total", **labels, status=s)
+        for s in ("499", "500")
+    }
+    assert (after["499"] - before["499"], after["500"] - before["500"]) == (1, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_untested_mlflow_fails_loudly_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler uses MLflow's private functions: outside the tested range the server
+    refuses to start, with one message naming the range, instead of failing per request."""
+    from pharmacy_service import _mlflow
+
+    pinned = [
+        d
+        for d in tomllib.loads((ROOT / "service/pyproject.toml").read_text())["project"][
+            "dependencies"
+        ]
+        if d.startswith("mlflow-skinny")
+    ]
+    assert pinned == [f"mlflow-skinny{_mlflow.TESTED_RANGE}"]  # one range, stated twice
+    assert version("mlflow-skinny") in _mlflow.TESTED  # what this suite runs on
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.99.0")
+    monkeypatch.delitem(sys.modules, "pharmacy_service._mlflow")
+    with pytest.raises(ImportError, match=rf"mlflow-skinny{_mlflow.TESTED_RANGE}.*3\.99\.0"):
+        importlib.import_module("pharmacy_service._mlflow")

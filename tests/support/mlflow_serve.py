@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.gunicorn import BIN, free_port, wait_until_ready
+from bench.harness import free_port, wait_until_ready
+
+from tests.support.gunicorn import BIN
 
 
 @contextmanager

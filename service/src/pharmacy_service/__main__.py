@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .settings import Settings
+from .settings import ServerSettings, Settings
 
 
 def main() -> None:
@@ -22,10 +22,11 @@ def main() -> None:
         from .model.build import build
 
         build(model)
-    host = os.environ.setdefault("HOST", "127.0.0.1")
-    port = os.environ.setdefault("PORT", "8080")
+    # Defaults for a local run, for gunicorn's configuration to read (ServerSettings).
+    os.environ.setdefault("HOST", "127.0.0.1")
     os.environ.setdefault("PHARMACY_LOG_FORMAT", "text" if sys.stderr.isatty() else "json")
-    base = f"http://{host}:{port}"
+    server = ServerSettings()
+    base = f"http://{server.host}:{server.port}"
     sys.stderr.write(
         f"\nServing {settings.model_uri} on {base}  (docs: {base}/docs)\n"
         f"Try:\n  curl -s {base}/v1/screen -H 'Content-Type: application/json' \\\n"

@@ -6,11 +6,11 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from modelhub.serving import ExecutorTimeoutError, is_loop_error
+from modelhub.serving import ExecutorClosedError, ExecutorTimeoutError, is_loop_error
 
 from .model.errors import InvalidInputError, LLMUnavailableError
 
-__all__ = ["ServingError", "to_serving_error"]
+__all__ = ["ServingError", "client_disconnected", "to_serving_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ def unprocessable(message: str, field: str | None = None) -> ServingError:
     return ServingError(422, "INVALID_INPUT", message, field)
 
 
+def client_disconnected() -> ServingError:
+    """The client closed the connection before its request arrived: nobody reads the answer,
+    and it is not a server fault. 499 is the status proxies record for it (nginx)."""
+    return ServingError(
+        499, "CLIENT_DISCONNECTED", "The client closed the connection before its body arrived."
+    )
+
+
 def to_serving_error(exc: BaseException) -> ServingError:
     """Map any exception raised while answering a request to its HTTP error."""
     if isinstance(exc, ServingError):
@@ -54,6 +62,13 @@ def to_serving_error(exc: BaseException) -> ServingError:
     if isinstance(exc, ExecutorTimeoutError):
         return ServingError(
             504, "TIMEOUT", "The prediction did not finish in time and was cancelled."
+        )
+    if isinstance(exc, ExecutorClosedError):  # the worker is shutting down: try another
+        return ServingError(
+            503,
+            "SHUTTING_DOWN",
+            "This worker is shutting down; retry the request.",
+            headers={"Retry-After": "1"},
         )
     if isinstance(exc, LLMUnavailableError):
         if exc.kind == "timeout":

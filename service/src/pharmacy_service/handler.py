@@ -11,13 +11,13 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from modelhub.serving import AsyncExecutor
 
-from . import metrics
+from . import _mlflow, metrics
 from .errors import ServingError, bad_request, to_serving_error
 from .settings import Settings
 
@@ -52,8 +52,6 @@ class ScoringHandler:
         self, body: bytes, content_type: str | None
     ) -> tuple[Any, dict[str, Any] | None]:
         """MLflow's scoring protocol, parsed by MLflow's own code (same accepted inputs)."""
-        from mlflow.pyfunc import scoring_server
-
         mime, _, parameters = (content_type or "").partition(";")
         mime = mime.strip().lower()
         charset = "utf-8"
@@ -85,10 +83,8 @@ class ScoringHandler:
             if mime == CSV:
                 from io import StringIO
 
-                return scoring_server.parse_csv_input(StringIO(text)), None
-            parsed = scoring_server._parse_json_data(  # type: ignore[no-untyped-call]
-                text, self.model.metadata, self._input_schema
-            )
+                return _mlflow.parse_csv_input(StringIO(text)), None
+            parsed = _mlflow.parse_json_data(text, self.model.metadata, self._input_schema)
         except RecursionError:
             raise bad_request("The JSON body is nested too deeply.") from None
         except ServingError:
@@ -105,10 +101,8 @@ class ScoringHandler:
         if not isinstance(params, dict):
             raise ServingError(422, "INVALID_INPUT", "'params' must be an object.", "params")
         if self._params_schema is not None:
-            from mlflow.models.utils import _enforce_params_schema
-
             try:
-                params = _enforce_params_schema(params, self._params_schema)
+                params = _mlflow.enforce_params_schema(params, self._params_schema)
             except Exception as exc:
                 raise to_serving_error(exc) from exc
         timeout = params.get("timeout")
@@ -136,17 +130,37 @@ class ScoringHandler:
                 "The server is at capacity; retry shortly.",
                 headers={"Retry-After": "1"},
             )
-        self._admitted += 1
-        metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+        self._acquire()
         try:
             yield
         finally:
-            self._admitted -= 1
-            metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+            self._release()
+
+    def _acquire(self) -> None:
+        self._admitted += 1
+        metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+
+    def _release(self) -> None:
+        self._admitted -= 1
+        metrics.QUEUE_DEPTH.set(max(0, self._admitted - self.settings.predict_threads))
+
+    def _hold_until_done(self, work: Future[Any]) -> None:
+        """Keep one admission slot taken until ``work`` (a predict thread that outlived its
+        request) returns: a thread cannot be stopped, and while it runs it still takes a
+        predict thread, so the server must not admit as if it had finished."""
+        loop = asyncio.get_running_loop()
+        self._acquire()
+
+        def release(_: Future[Any]) -> None:
+            with suppress(RuntimeError):  # the loop closed first: nothing is left to admit
+                loop.call_soon_threadsafe(self._release)
+
+        work.add_done_callback(release)
 
     async def predict(self, data: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """Run the model within one deadline: the server's request timeout, or the request's
-        ``params.timeout`` when that is shorter. Call it inside :meth:`admitted`."""
+        ``params.timeout`` when that is shorter. Call it inside :meth:`admitted`. A deadline
+        that passes before the model starts (a tiny ``params.timeout``) answers 504 too."""
         seconds = self.settings.request_timeout
         if params and params.get("timeout"):
             seconds = min(seconds, float(params["timeout"]))
@@ -163,34 +177,48 @@ class ScoringHandler:
     async def _predict_async(
         self, data: Any, params: dict[str, Any] | None, deadline: float
     ) -> list[Any]:
-        from mlflow.pyfunc import _validate_prediction_input
-
         if not isinstance(data, list):  # a DataFrame from MLflow's parser: enforce its schema
-            data, params = _validate_prediction_input(
+            data, params = _mlflow.validate_prediction_input(
                 data, params, self._input_schema, self._params_schema
             )
         result: list[Any] = await self.executor.arun(
-            self.python_model.apredict, data, params, timeout=deadline - time.monotonic()
+            self.python_model.apredict, data, params, timeout=_remaining(deadline)
         )
         return result
 
     async def _predict_in_thread(
         self, data: Any, params: dict[str, Any] | None, deadline: float
     ) -> list[Any]:
-        remaining = deadline - time.monotonic()
+        remaining = _remaining(deadline)
         params = {**(params or {}), "timeout": remaining}
         context = contextvars.copy_context()  # the request id follows into the thread
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, context.run, self.model.predict, data, params)
+        work = self._pool.submit(context.run, self.model.predict, data, params)
+        waiter = asyncio.wrap_future(work)
         try:
             # The model's own deadline (params["timeout"]) cancels its work; this one is the
-            # safety net for a predict that never returns.
-            result: list[Any] = await asyncio.wait_for(future, remaining + 1.0)
-        except TimeoutError as exc:
-            if future.done():
-                raise
-            raise ServingError(504, "TIMEOUT", "The prediction did not finish in time.") from exc
+            # safety net for a predict that never returns. asyncio.wait leaves the work alone.
+            done, _ = await asyncio.wait({waiter}, timeout=remaining + 1.0)
+        finally:
+            # Still queued: it never starts. Running (or this request was cancelled): its slot
+            # stays taken until the thread really returns.
+            if not work.done() and not work.cancel():
+                self._hold_until_done(work)
+            waiter.cancel()  # nobody waits for its outcome any more
+        if not done:
+            raise ServingError(504, "TIMEOUT", "The prediction did not finish in time.")
+        result: list[Any] = work.result()
         return result
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline``; a deadline already past is a 504 (the request asked
+    for less time than it took to get here), never a negative timeout."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ServingError(
+            504, "TIMEOUT", "The request's deadline passed before the prediction started."
+        )
+    return remaining
 
 
 _FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")

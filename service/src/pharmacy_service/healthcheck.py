@@ -6,17 +6,17 @@ readiness route on ``PORT`` (8080): ``http://127.0.0.1:$PORT/health/ready``.
 
 from __future__ import annotations
 
-import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from .settings import ServerSettings
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    port = os.environ.get("PORT", "8080")
-    url = args[0] if args else f"http://127.0.0.1:{port}/health/ready"
+    url = args[0] if args else f"http://127.0.0.1:{ServerSettings().port}/health/ready"
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             status = int(response.status)

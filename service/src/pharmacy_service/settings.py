@@ -1,5 +1,8 @@
-"""Server settings, from ``PHARMACY_*`` environment variables. Constructing them has no side
-effects; loading the model is a separate step (:func:`pharmacy_service.app.create_app`)."""
+"""Settings, read from the environment here and nowhere else: the app's (``PHARMACY_*``,
+:class:`Settings`) and the server process's (``PORT``, ``WEB_CONCURRENCY``, ``MAX_REQUESTS``...,
+:class:`ServerSettings`). Constructing them has no side effects; loading the model is a
+separate step (:func:`pharmacy_service.app.create_app`). The LLM backends' own settings
+(``GEMINI_*``) belong to the model package."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["ServerSettings", "Settings"]
 
 
 class Settings(BaseSettings):
@@ -65,3 +68,53 @@ class Settings(BaseSettings):
     def capacity(self) -> int:
         """Predictions admitted at once (running + waiting) before shedding."""
         return self.predict_threads + self.max_queue
+
+
+class ServerSettings(BaseSettings):
+    """The process settings gunicorn and its workers read, under the names container platforms
+    and gunicorn users expect (no prefix). :mod:`pharmacy_service.gunicorn_conf` turns them
+    into gunicorn's configuration; the worker (:mod:`pharmacy_service.worker`) applies the
+    HTTP limits, which gunicorn itself does not enforce for uvicorn workers."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port to listen on."""
+
+    web_concurrency: int = Field(default=2, ge=1, le=64)
+    """Worker processes."""
+
+    graceful_timeout: int = Field(default=25, ge=1)
+    """Seconds a stopping worker has to finish its requests (shorter than Kubernetes' grace
+    period)."""
+
+    worker_timeout: int = Field(default=60, ge=1)
+    """Seconds without a heartbeat before gunicorn kills a worker."""
+
+    keepalive: int = Field(default=5, ge=0)
+    """Seconds an idle keep-alive connection stays open."""
+
+    max_requests: int = Field(default=20_000, ge=0)
+    """Requests after which a worker is replaced (with up to 10% more, at random, so workers
+    do not recycle together); 0 never recycles. Recycling drains like a SIGTERM."""
+
+    preload_app: bool = True
+    """Import the app once in gunicorn's master; workers fork with it and only load the model."""
+
+    prometheus_multiproc_dir: str | None = None
+    """Directory of the metrics files shared by the workers (a fresh temporary one when unset)."""
+
+    limit_request_line: int = Field(default=8190, ge=256)
+    """Longest request line (method, path, query) in bytes; longer ones get 414."""
+
+    limit_request_fields: int = Field(default=100, ge=1)
+    """Most header fields in a request; more get 431."""
+
+    limit_request_field_size: int = Field(default=8190, ge=256)
+    """Longest header field (name and value) in bytes; longer ones get 431."""
+
+    limit_request_head: int = Field(default=65_536, ge=1024)
+    """Most bytes in a request's line and headers together; more get 431."""

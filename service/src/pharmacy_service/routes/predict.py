@@ -1,0 +1,66 @@
+"""The prediction routes: MLflow's scoring protocol and the typed screening API. They move
+bytes in and out; the handler parses, admits, predicts and shapes."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from ..errors import ServingError
+from ..schemas import ScreenRequest, ScreenResponse
+from .dependencies import Scorer, State, authorize
+
+__all__ = ["read_body", "router"]
+
+router = APIRouter(tags=["predict"], dependencies=[Depends(authorize)])
+
+
+@router.post(
+    "/invocations",
+    summary="MLflow scoring protocol (dataframe_split, dataframe_records, instances, inputs; JSON or CSV)",
+)
+async def invocations(request: Request, state: State, scorer: Scorer) -> Response:
+    with scorer.admitted():
+        body = await read_body(request, state.settings.max_body_bytes)
+        data, params = scorer.parse_invocations(body, request.headers.get("content-type"))
+        predictions = await scorer.predict(data, params)
+    return Response(json.dumps({"predictions": predictions}), media_type="application/json")
+
+
+@router.post(
+    "/v1/screen",
+    response_model=ScreenResponse,
+    summary="Screen patients' medications for interactions",
+)
+async def screen(request: Request, state: State, scorer: Scorer) -> ScreenResponse:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ServingError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json.")
+    with scorer.admitted():
+        body = await read_body(request, state.settings.max_body_bytes)
+        try:
+            payload = ScreenRequest.model_validate_json(body)
+        except ValueError as exc:
+            raise RequestValidationError(getattr(exc, "errors", lambda: [])()) from exc
+        import pandas as pd
+
+        rows = pd.DataFrame([p.model_dump() for p in payload.patients])
+        return ScreenResponse(results=await scorer.predict(rows, None))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to be larger than ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServingError(413, "PAYLOAD_TOO_LARGE", f"The body is larger than {limit} bytes.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServingError(413, "PAYLOAD_TOO_LARGE", f"The body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)

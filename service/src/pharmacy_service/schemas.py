@@ -1,0 +1,138 @@
+"""The typed API's request and response models (``POST /v1/screen``) and the error body."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "Correction",
+    "Duplicate",
+    "ErrorBody",
+    "Interaction",
+    "Medication",
+    "NotCovered",
+    "NotScreened",
+    "PatientIn",
+    "ResolvedBy",
+    "ScreenRequest",
+    "ScreenResponse",
+    "ScreenResult",
+]
+
+
+class PatientIn(BaseModel):
+    patient_id: str = Field(min_length=1, max_length=128, examples=["p-001"])
+    medications: list[str] | str = Field(
+        description="Names, or one comma-separated string", examples=[["Coumadin", "Advil"]]
+    )
+    question: str | None = Field(default=None, max_length=2000)
+
+
+class ScreenRequest(BaseModel):
+    patients: list[PatientIn] = Field(min_length=1, max_length=1000)
+
+
+class Interaction(BaseModel):
+    drug_a: str
+    drug_b: str
+    severity: Literal["contraindicated", "major", "moderate", "minor"]
+    mechanism: str
+    clinical_effect: str
+    advice: str = Field(description="Advice for this pair (the rule's advice for its members)")
+    rule_id: str
+    basis: Literal["drug pair", "drug and class", "class pair"]
+    source: str = Field(description="The label section or reference the rule follows")
+
+
+class NotCovered(BaseModel):
+    input: str = Field(description="The medication string as written")
+    name: str = Field(description="The real drug it names, which the knowledge base does not cover")
+
+
+class Correction(BaseModel):
+    input: str = Field(description="The name as written")
+    read_as: str = Field(description="The real drug name it was read as")
+    generics: list[str]
+    confidence: float
+
+
+class NotScreened(BaseModel):
+    input: str
+    generic: str
+    route: str
+    reason: str
+
+
+class Duplicate(BaseModel):
+    generic: str
+    inputs: list[str] = Field(description="The medication strings that all supply this drug")
+
+
+class ResolvedBy(BaseModel):
+    name: str
+    method: Literal[
+        "generic",
+        "brand",
+        "synonym",
+        "product",
+        "salt",
+        "combination",
+        "lexicon",
+        "typo",
+        "ambiguous",
+    ]
+    confidence: float
+    read_as: str | None
+    candidates: list[str]
+
+
+class Medication(BaseModel):
+    """One medication string: its parsed fields, and what the screen did with it."""
+
+    text: str
+    name: str | None
+    strength: str | None
+    unit: str | None
+    form: str | None
+    route: str | None
+    frequency: str | None
+    as_needed: bool
+    release: str | None
+    dose: str | None
+    modifier: str | None
+    sig: str | None
+    status: Literal["screened", "not_covered", "local_route", "unrecognized"]
+    generics: list[str] = Field(description="Drugs screened for interactions")
+    not_covered: list[str]
+    not_screened: list[str] = Field(description="Drugs in a local product (eye, ear, skin)")
+    resolved_by: list[ResolvedBy]
+
+
+class ScreenResult(BaseModel):
+    patient_id: str
+    medications_normalized: list[str] = Field(description="The drugs screened, each once")
+    unrecognized: list[str]
+    not_covered: list[NotCovered] = Field(description="Real drugs recognised but not covered")
+    corrections: list[Correction] = Field(description="Names read as a likely misspelling")
+    not_screened: list[NotScreened]
+    duplicates: list[Duplicate]
+    interactions: list[Interaction]
+    highest_severity: Literal["contraindicated", "major", "moderate", "minor", "none"]
+    counseling_note: str
+    note_source: Literal["llm", "template", "fallback"]
+    backend: str
+    disclaimer: str
+    medications: list[Medication]
+
+
+class ScreenResponse(BaseModel):
+    results: list[ScreenResult]
+
+
+class ErrorBody(BaseModel):
+    error_code: str
+    message: str
+    field: str | None = None
+    request_id: str | None = None
