@@ -1,8 +1,11 @@
-"""``pharmacy-gemini-stub``: a Gemini-compatible ``generateContent`` server for tests, benchmarks
-and docker compose, with configurable latency and fault injection.
+"""``pharmacy-gemini-stub``: an LLM server for tests, benchmarks and docker compose that speaks the
+three wire formats the model's backends use, with configurable latency and fault injection.
 
-It answers ``POST /{version}/models/{model}:generateContent`` in the shape google-genai parses,
-over HTTP/1.1 keep-alive with ``Content-Length``. The answer is derived from the prompt: when
+It answers, over HTTP/1.1 keep-alive with ``Content-Length``, in the shapes the official SDKs
+parse: Gemini's ``POST /{version}/models/{model}:generateContent`` (google-genai), OpenAI's
+``POST /v1/chat/completions`` (openai; also without ``/v1``, for any OpenAI-compatible client)
+and Anthropic's ``POST /v1/messages`` (anthropic). Errors use each provider's error body, so
+each SDK raises its own exception types. The answer is derived from the prompt: when
 the prompt has a ``Summary:`` line and facts (the pharmacy model's prompts do), the note repeats
 the summary and each finding's effect and advice, as a faithful LLM note would.
 
@@ -28,7 +31,7 @@ import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -110,15 +113,174 @@ class StubStats:
     in_flight: int = 0
     responses: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    apis: Counter[str] = field(default_factory=Counter)
+    """Requests by wire format: ``gemini``, ``openai``, ``anthropic``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "apis": dict(self.apis),
             "connections": self.connections,
             "in_flight": self.in_flight,
             "responses": dict(self.responses),
             "faults": dict(self.faults),
         }
+
+
+class _NotSupportedError(Exception):
+    """A route this stub knows but a method it does not (404)."""
+
+
+@dataclass(frozen=True)
+class WireFormat:
+    """One provider's request and response shapes, as its official SDK sends and parses them."""
+
+    name: str
+    parse: Callable[[web.Request, Any], tuple[str, str]]
+    """(prompt, model) from a request body."""
+    success: Callable[[str, str, str], dict[str, Any]]
+    """The answer body for (text, prompt, model)."""
+    error: Callable[[int, str], dict[str, Any]]
+    """The error body for (status, message), in the shape the SDK turns into its own errors."""
+    api_key: Callable[[web.Request], str | None]
+
+
+def _tokens(text: str) -> int:
+    return len(text.split())
+
+
+def _gemini_parse(request: web.Request, body: Any) -> tuple[str, str]:
+    model, _, method = request.match_info["model"].partition(":")
+    if method != "generateContent":
+        raise _NotSupportedError(f"method {method or '(none)'} is not supported by this stub")
+    prompt = "\n".join(
+        part["text"] for content in body["contents"] for part in content["parts"] if "text" in part
+    )
+    return prompt, model
+
+
+def _gemini_success(text: str, prompt: str, model: str) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}]},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": _tokens(prompt),
+            "candidatesTokenCount": _tokens(text),
+            "totalTokenCount": _tokens(prompt) + _tokens(text),
+        },
+        "modelVersion": model,
+        "responseId": hashlib.sha256(prompt.encode()).hexdigest()[:16],
+    }
+
+
+def _gemini_error(status: int, message: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "status": _STATUS_TEXT.get(status, "INVALID_ARGUMENT"),
+        }
+    }
+
+
+def _openai_parse(request: web.Request, body: Any) -> tuple[str, str]:
+    prompt = "\n".join(
+        m["content"]
+        if isinstance(m["content"], str)
+        else "".join(p.get("text", "") for p in m["content"])
+        for m in body["messages"]
+        if m["role"] == "user"
+    )
+    return prompt, str(body["model"])
+
+
+def _openai_success(text: str, prompt: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:16],
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": _tokens(prompt),
+            "completion_tokens": _tokens(text),
+            "total_tokens": _tokens(prompt) + _tokens(text),
+        },
+    }
+
+
+_OPENAI_ERROR_TYPE = {429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
+
+
+def _openai_error(status: int, message: str) -> dict[str, Any]:
+    kind = _OPENAI_ERROR_TYPE.get(status, "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+
+
+def _anthropic_parse(request: web.Request, body: Any) -> tuple[str, str]:
+    parts = []
+    for message in body["messages"]:
+        content = message["content"]
+        if message["role"] == "user":
+            parts.append(
+                content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+            )
+    return "\n".join(parts), str(body["model"])
+
+
+def _anthropic_success(text: str, prompt: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "msg_" + hashlib.sha256(prompt.encode()).hexdigest()[:16],
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": _tokens(prompt), "output_tokens": _tokens(text)},
+    }
+
+
+_ANTHROPIC_ERROR_TYPE = {429: "rate_limit_error", 500: "api_error", 503: "overloaded_error"}
+
+
+def _anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kind = _ANTHROPIC_ERROR_TYPE.get(status, "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+GEMINI = WireFormat(
+    "gemini",
+    _gemini_parse,
+    _gemini_success,
+    _gemini_error,
+    lambda r: r.headers.get("x-goog-api-key") or r.query.get("key"),
+)
+OPENAI = WireFormat("openai", _openai_parse, _openai_success, _openai_error, _bearer)
+ANTHROPIC = WireFormat(
+    "anthropic",
+    _anthropic_parse,
+    _anthropic_success,
+    _anthropic_error,
+    lambda r: r.headers.get("x-api-key"),
+)
 
 
 class StubServer:
@@ -135,6 +297,12 @@ class StubServer:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/{version}/models/{model}", self._generate)
+        for path in (
+            "/v1/chat/completions",
+            "/chat/completions",
+        ):  # with or without /v1 in the base URL
+            app.router.add_post(path, self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_get("/stats", self._get_stats)
         app.router.add_post("/stats/reset", self._reset_stats)
         app.router.add_get("/config", self._get_config)
@@ -174,27 +342,30 @@ class StubServer:
         return None
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, GEMINI)
+
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, OPENAI)
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, ANTHROPIC)
+
+    async def _serve(self, request: web.Request, api: WireFormat) -> web.StreamResponse:
         self.stats.requests += 1
+        self.stats.apis[api.name] += 1
         self.stats.in_flight += 1
         try:
-            return await self._answer(request)
+            return await self._answer(request, api)
         finally:
             self.stats.in_flight -= 1
 
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
-        model, _, method = request.match_info["model"].partition(":")
-        if method != "generateContent":
-            return self._error(404, f"method {method or '(none)'} is not supported by this stub")
+    async def _answer(self, request: web.Request, api: WireFormat) -> web.StreamResponse:
         try:
-            body = await request.json()
-            prompt = "\n".join(
-                part["text"]
-                for content in body["contents"]
-                for part in content["parts"]
-                if "text" in part
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            return self._error(400, f"invalid generateContent request: {exc}")
+            prompt, model = api.parse(request, await request.json())
+        except _NotSupportedError as exc:
+            return self._error(api, 404, str(exc))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return self._error(api, 400, f"invalid {api.name} request: {exc}")
         fault = self._draw_fault()
         if fault is not None:
             self.stats.faults[fault] += 1
@@ -206,40 +377,16 @@ class StubServer:
         if delay:
             await asyncio.sleep(delay)
         if fault in ("429", "500", "503"):
-            key = request.headers.get("x-goog-api-key") or request.query.get("key")
+            key = api.api_key(request)
             echo = f" (API key {key})" if self.config.echo_api_key and key else ""
-            return self._error(int(fault), f"injected fault {fault}{echo}")
+            return self._error(api, int(fault), f"injected fault {fault}{echo}")
         text = answer_for(prompt, model)
-        tokens = len(prompt.split())
-        payload = {
-            "candidates": [
-                {
-                    "content": {"role": "model", "parts": [{"text": text}]},
-                    "finishReason": "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": {
-                "promptTokenCount": tokens,
-                "candidatesTokenCount": len(text.split()),
-                "totalTokenCount": tokens + len(text.split()),
-            },
-            "modelVersion": model,
-            "responseId": hashlib.sha256(prompt.encode()).hexdigest()[:16],
-        }
         self.stats.responses["200"] += 1
-        return web.json_response(payload)
+        return web.json_response(api.success(text, prompt, model))
 
-    def _error(self, status: int, message: str) -> web.Response:
+    def _error(self, api: WireFormat, status: int, message: str) -> web.Response:
         self.stats.responses[str(status)] += 1
-        body = {
-            "error": {
-                "code": status,
-                "message": message,
-                "status": _STATUS_TEXT.get(status, "INVALID_ARGUMENT"),
-            }
-        }
-        return web.json_response(body, status=status)
+        return web.json_response(api.error(status, message), status=status)
 
     @staticmethod
     def _reset(request: web.Request) -> None:

@@ -13,9 +13,11 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 
 from modelhub.serving import request_id_var
 
+from .model.llm import SECRET_VARIABLES as LLM_SECRET_VARIABLES
+
 __all__ = ["RedactSecretsFilter", "RequestIdFilter", "configure_logging", "logging_config"]
 
-SECRET_VARIABLES = ("GEMINI_API_KEY", "PHARMACY_API_TOKEN")
+SECRET_VARIABLES = (*LLM_SECRET_VARIABLES, "PHARMACY_API_TOKEN")
 REDACTED = "[REDACTED]"
 _RECORD_ATTRS = frozenset((*RESERVED_ATTRS, "message", "asctime", "request_id", "color_message"))
 
@@ -32,7 +34,7 @@ class RequestIdFilter(logging.Filter):
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Replaces the values of the secret variables (the Gemini API key, the bearer token) in
+    """Replaces the values of the secret variables (the LLM API keys, the bearer token) in
     every field of every record (message, traceback, stack and ``extra`` fields, whatever
     logged it: an SDK error can echo request details, and the executor puts raw error text in
     ``extra["error"]``).

@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     """The model to serve: a local MLflow model directory, or ``models:/name@alias`` with
     ``MLFLOW_TRACKING_URI`` set."""
 
-    llm_backend: Literal["template", "gemini"] = "template"
-    """Counselling-note backend: ``template`` (offline) or ``gemini`` (see GEMINI_* variables)."""
+    llm_backend: Literal["template", "gemini", "openai", "anthropic"] = "template"
+    """Counselling-note backend: ``template`` (offline), ``gemini``, ``openai`` or ``anthropic``
+    (see the GEMINI_*, OPENAI_* and ANTHROPIC_* variables)."""
 
     llm_strict: bool = False
     """Answer 502/504 when the LLM fails instead of the template note."""

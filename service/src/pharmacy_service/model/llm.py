@@ -1,30 +1,41 @@
-"""LLM backends for the counselling note: ``template`` (offline) and ``gemini`` (google-genai).
+"""LLM backends for the counselling note: ``gemini`` (google-genai), ``openai`` (the OpenAI SDK,
+any OpenAI-compatible server) and ``anthropic`` (the Anthropic SDK); ``template`` is offline.
 
-The Gemini backend uses one module-level ``genai.Client`` per process, the production shape
-that breaks under a fresh event loop per call and works on modelhub's shared loop.
+Each uses one module-level client per process, the production shape that breaks under a fresh
+event loop per call and works on modelhub's shared loop: the client is used, and closed, only
+on the executor's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from modelhub.serving import is_loop_error
 
 from .notes import SYSTEM_INSTRUCTION
 
 __all__ = [
+    "BACKENDS",
+    "SECRET_VARIABLES",
+    "AnthropicBackend",
+    "AnthropicSettings",
     "GeminiBackend",
     "GeminiSettings",
     "LLMCallError",
     "LLMObserver",
+    "LLMSettings",
     "NoteBackend",
+    "OpenAIBackend",
+    "OpenAISettings",
+    "backend_from_env",
     "classify_error",
     "redact",
 ]
@@ -32,6 +43,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
+SECRET_VARIABLES = ("GEMINI_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+"""The backends' API keys: never logged (see :func:`redact`)."""
 
 
 class NoteBackend(Protocol):
@@ -61,17 +76,29 @@ class LLMCallError(Exception):
 
 
 @dataclass(frozen=True)
-class GeminiSettings:
+class LLMSettings:
+    """One backend's settings, from ``<PREFIX>_API_KEY``, ``<PREFIX>_BASE_URL``,
+    ``<PREFIX>_MODEL`` and the shared ``PHARMACY_LLM_TIMEOUT`` / ``PHARMACY_LLM_ATTEMPTS``."""
+
     api_key: str | None
     base_url: str | None
-    model: str = DEFAULT_GEMINI_MODEL
+    model: str = ""
+    """The model name; empty means the backend's default."""
     timeout: float = 10.0
     attempts: int = 1
     """HTTP attempts per note inside the SDK (1: no SDK retry; a failed note falls back to the
     template at once, within the per-call timeout)."""
 
+    PREFIX: ClassVar[str] = ""
+    DEFAULT_MODEL: ClassVar[str] = ""
+    LOCAL_HINT: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            object.__setattr__(self, "model", self.DEFAULT_MODEL)
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> GeminiSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         env = os.environ if environ is None else environ
         raw_timeout = env.get("PHARMACY_LLM_TIMEOUT", "").strip()
         try:
@@ -89,64 +116,140 @@ class GeminiSettings:
             )
         settings = cls(
             attempts=int(raw_attempts),
-            api_key=env.get("GEMINI_API_KEY") or None,
-            base_url=env.get("GEMINI_BASE_URL") or None,
-            model=env.get("GEMINI_MODEL") or DEFAULT_GEMINI_MODEL,
+            api_key=env.get(f"{cls.PREFIX}_API_KEY") or None,
+            base_url=env.get(f"{cls.PREFIX}_BASE_URL") or None,
+            model=env.get(f"{cls.PREFIX}_MODEL") or cls.DEFAULT_MODEL,
             timeout=timeout,
         )
         if settings.api_key is None and settings.base_url is None:
             raise ValueError(
-                "The gemini backend needs GEMINI_API_KEY (the real API) or GEMINI_BASE_URL "
-                "(a Gemini-compatible server such as pharmacy-gemini-stub)."
+                f"The {cls.PREFIX.lower()} backend needs {cls.PREFIX}_API_KEY (the real API) or "
+                f"{cls.PREFIX}_BASE_URL ({cls.LOCAL_HINT})."
             )
         return settings
 
+    @property
+    def key_or_placeholder(self) -> str:
+        # A local server needs no key, but the SDKs insist on one.
+        return self.api_key or "no-key-needed-for-a-local-server"
 
-_client_lock = threading.Lock()
-_client: Any = None
-_client_settings: tuple[str | None, str | None] | None = None
+
+class GeminiSettings(LLMSettings):
+    PREFIX = "GEMINI"
+    DEFAULT_MODEL = DEFAULT_GEMINI_MODEL
+    LOCAL_HINT = "a Gemini-compatible server such as pharmacy-gemini-stub"
 
 
-def gemini_client(settings: GeminiSettings) -> Any:
-    """The process's one ``genai.Client`` (built once: it costs 56-90 ms of CPU)."""
-    global _client, _client_settings
-    wanted = (settings.api_key, settings.base_url)
-    with _client_lock:
-        if _client is None or _client_settings != wanted:
-            from google import genai
-            from google.genai import types
+class OpenAISettings(LLMSettings):
+    PREFIX = "OPENAI"
+    DEFAULT_MODEL = DEFAULT_OPENAI_MODEL
+    LOCAL_HINT = "any OpenAI-compatible server: vLLM, Ollama, llama.cpp, LiteLLM, the stub"
 
-            http_options = (
-                types.HttpOptions(base_url=settings.base_url) if settings.base_url else None
-            )
-            _client = genai.Client(
-                # A Gemini-compatible stub needs no key, but the SDK insists on one.
-                api_key=settings.api_key or "no-key-needed-for-a-local-stub",
-                http_options=http_options,
-            )
-            _client_settings = wanted
-        return _client
+
+class AnthropicSettings(LLMSettings):
+    PREFIX = "ANTHROPIC"
+    DEFAULT_MODEL = DEFAULT_ANTHROPIC_MODEL
+    LOCAL_HINT = "an Anthropic-compatible server such as the stub"
+
+
+class _ClientSlot:
+    """The process's one client of an SDK, built on first use and rebuilt only when its
+    settings change. Its async side belongs to the loop that uses it (the executor's): close it
+    there with :meth:`aclose`."""
+
+    def __init__(self, build: Callable[[LLMSettings], Any], close: Callable[[Any], Any]) -> None:
+        self._build = build
+        self._close = close
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._key: tuple[str | None, str | None, float, int] | None = None
+
+    def get(self, settings: LLMSettings) -> Any:
+        key = (settings.api_key, settings.base_url, settings.timeout, settings.attempts)
+        with self._lock:
+            if self._client is None or self._key != key:
+                self._client, self._key = self._build(settings), key
+            return self._client
+
+    async def aclose(self) -> None:
+        with self._lock:
+            client, self._client, self._key = self._client, None, None
+        if client is not None:
+            await self._close(client)
+
+
+def _build_gemini(settings: LLMSettings) -> Any:
+    from google import genai
+    from google.genai import types
+
+    http_options = types.HttpOptions(base_url=settings.base_url) if settings.base_url else None
+    return genai.Client(api_key=settings.key_or_placeholder, http_options=http_options)
+
+
+async def _close_gemini(client: Any) -> None:
+    await client.aio.aclose()
+    client.close()
+
+
+def _build_openai(settings: LLMSettings) -> Any:
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(
+        api_key=settings.key_or_placeholder,
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        max_retries=settings.attempts - 1,
+    )
+
+
+def _build_anthropic(settings: LLMSettings) -> Any:
+    from anthropic import AsyncAnthropic
+
+    return AsyncAnthropic(
+        api_key=settings.key_or_placeholder,
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        max_retries=settings.attempts - 1,
+    )
+
+
+async def _close_async_client(client: Any) -> None:
+    await client.close()
+
+
+_gemini = _ClientSlot(_build_gemini, _close_gemini)
+_openai = _ClientSlot(_build_openai, _close_async_client)
+_anthropic = _ClientSlot(_build_anthropic, _close_async_client)
+
+
+def gemini_client(settings: LLMSettings) -> Any:
+    """The process's one ``genai.Client`` (built once: it costs tens of ms of CPU)."""
+    return _gemini.get(settings)
 
 
 async def close_gemini_client() -> None:
-    """Close the process's client (its connections belong to the loop this runs on) and
-    forget it, so the next use builds a fresh one. Call it on the loop that used the client."""
-    global _client, _client_settings
-    with _client_lock:
-        client, _client, _client_settings = _client, None, None
-    if client is not None:
-        await client.aio.aclose()
-        client.close()
+    """Close the process's Gemini client on the loop that used it, and forget it."""
+    await _gemini.aclose()
+
+
+def require_sdk(backend: str, module: str, extra: str) -> None:
+    """A clear start-up error when the backend's SDK is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(
+            f"PHARMACY_LLM_BACKEND={backend} needs the {extra} SDK, which is not installed: "
+            f"pip install 'pharmacy-service[{extra}]' (the image installs it)."
+        )
 
 
 class GeminiBackend:
     name = "gemini"
 
-    def __init__(self, settings: GeminiSettings) -> None:
+    def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
+        require_sdk("gemini", "google.genai", "gemini")
         # Import the SDK and build the client and the request config now, on the loading
-        # thread: doing it inside the first call would block the shared loop for most of a
-        # second, and the config is the same for every call.
+        # thread: doing it inside the first call would block the shared loop, and the config
+        # is the same for every call.
         from google.genai import types
 
         gemini_client(settings)
@@ -169,10 +272,84 @@ class GeminiBackend:
             response = await client.aio.models.generate_content(
                 model=self.settings.model, contents=prompt, config=self._config
             )
-        text = (response.text or "").strip()
-        if not text:
-            raise LLMCallError("the LLM returned an empty answer", kind="empty")
-        return text
+        return _non_empty(response.text)
+
+
+class OpenAIBackend:
+    """The official ``openai`` SDK's ``AsyncOpenAI``, chat completions: the OpenAI API or any
+    OpenAI-compatible server (vLLM, Ollama, llama.cpp, LiteLLM) through ``OPENAI_BASE_URL``."""
+
+    name = "openai"
+
+    def __init__(self, settings: LLMSettings) -> None:
+        self.settings = settings
+        require_sdk("openai", "openai", "openai")
+        _openai.get(settings)  # import and build on the loading thread, not in the first call
+
+    async def aclose(self) -> None:
+        await _openai.aclose()
+
+    async def note(self, prompt: str) -> str:
+        client = _openai.get(self.settings)
+        async with asyncio.timeout(self.settings.timeout):
+            response = await client.chat.completions.create(
+                model=self.settings.model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_INSTRUCTION},
+                    {"role": "user", "content": prompt},
+                ],
+                temperature=0.2,
+                max_tokens=400,
+            )
+        choices = response.choices or []
+        return _non_empty(choices[0].message.content if choices else None)
+
+
+class AnthropicBackend:
+    """The official ``anthropic`` SDK's ``AsyncAnthropic``, the messages API."""
+
+    name = "anthropic"
+
+    def __init__(self, settings: LLMSettings) -> None:
+        self.settings = settings
+        require_sdk("anthropic", "anthropic", "anthropic")
+        _anthropic.get(settings)
+
+    async def aclose(self) -> None:
+        await _anthropic.aclose()
+
+    async def note(self, prompt: str) -> str:
+        client = _anthropic.get(self.settings)
+        async with asyncio.timeout(self.settings.timeout):
+            response = await client.messages.create(
+                model=self.settings.model,
+                system=SYSTEM_INSTRUCTION,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=400,
+            )
+        return _non_empty(
+            "".join(b.text for b in response.content if getattr(b, "type", "") == "text")
+        )
+
+
+def _non_empty(text: str | None) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise LLMCallError("the LLM returned an empty answer", kind="empty")
+    return text
+
+
+BACKENDS: dict[str, tuple[type[LLMSettings], Callable[[Any], NoteBackend]]] = {
+    "gemini": (GeminiSettings, GeminiBackend),
+    "openai": (OpenAISettings, OpenAIBackend),
+    "anthropic": (AnthropicSettings, AnthropicBackend),
+}
+"""The LLM backends by ``PHARMACY_LLM_BACKEND`` name: their settings and their class."""
+
+
+def backend_from_env(name: str, environ: Mapping[str, str] | None = None) -> NoteBackend:
+    settings_type, backend_type = BACKENDS[name]
+    return backend_type(settings_type.from_env(environ))
 
 
 def classify_error(exc: BaseException) -> str:
@@ -181,7 +358,11 @@ def classify_error(exc: BaseException) -> str:
         return exc.kind
     if isinstance(exc, TimeoutError):
         return "timeout"
-    code = getattr(exc, "code", None)
+    code = getattr(exc, "status_code", None)  # openai, anthropic
+    if not isinstance(code, int):
+        code = getattr(exc, "code", None)  # google-genai
+    if "timeout" in type(exc).__name__.lower():  # openai/anthropic APITimeoutError
+        return "timeout"
     if isinstance(code, int):
         if code == 429:
             return "rate_limited"
@@ -197,10 +378,11 @@ def classify_error(exc: BaseException) -> str:
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """Remove the API key from a message (SDK errors can echo request details)."""
-    secret = secret if secret is not None else os.environ.get("GEMINI_API_KEY")
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "[REDACTED]")
+    """Remove the API keys from a message (SDK errors can echo request details)."""
+    secrets = [secret] if secret is not None else [os.environ.get(v) for v in SECRET_VARIABLES]
+    for value in secrets:
+        if value and len(value) >= 4:
+            text = text.replace(value, "[REDACTED]")
     return text
 
 

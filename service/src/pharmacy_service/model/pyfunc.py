@@ -12,12 +12,13 @@ from mlflow.pyfunc.model import PythonModel
 from modelhub.serving import AsyncExecutor
 
 from .knowledge import KNOWLEDGE_ARTIFACTS, KnowledgeBase, KnowledgeFiles
-from .llm import GeminiBackend, GeminiSettings, NoteBackend
+from .llm import BACKENDS as LLM_BACKENDS
+from .llm import NoteBackend, backend_from_env
 from .pipeline import Pipeline, parse_rows
 
 __all__ = ["BACKENDS", "PharmacyModel"]
 
-BACKENDS = ("template", "gemini")
+BACKENDS = ("template", *LLM_BACKENDS)
 
 
 def _flag(name: str) -> bool:
@@ -32,10 +33,11 @@ def _flag(name: str) -> bool:
 class PharmacyModel(PythonModel):
     """Medication-interaction screener. Configuration is read when the model is loaded:
 
-    - ``PHARMACY_LLM_BACKEND``: ``template`` (default) or ``gemini``;
+    - ``PHARMACY_LLM_BACKEND``: ``template`` (default), ``gemini``, ``openai`` or ``anthropic``;
     - ``PHARMACY_LLM_STRICT``: ``true`` turns an LLM failure into an error instead of the
       template fallback;
-    - ``PHARMACY_LLM_TIMEOUT``, ``GEMINI_API_KEY``, ``GEMINI_BASE_URL``, ``GEMINI_MODEL``.
+    - ``PHARMACY_LLM_TIMEOUT``, ``PHARMACY_LLM_ATTEMPTS``, and per backend ``<GEMINI|OPENAI|
+      ANTHROPIC>_API_KEY``, ``_BASE_URL``, ``_MODEL``.
     """
 
     pipeline: Pipeline
@@ -57,8 +59,8 @@ class PharmacyModel(PythonModel):
             )
         strict = config.get("llm_strict")
         backend: NoteBackend | None = None
-        if name == "gemini":
-            backend = GeminiBackend(GeminiSettings.from_env())
+        if name != "template":
+            backend = backend_from_env(name)
         strict_mode = _flag("PHARMACY_LLM_STRICT") if strict is None else bool(strict)
         loop_errors = int(config.get("inject_loop_errors") or 0)
         loop_block = float(config.get("inject_loop_block") or 0.0)

@@ -1,0 +1,197 @@
+"""The openai and anthropic backends (and gemini beside them): the real SDKs against the stub,
+through the saved model as MLflow loads it, from many threads, with faults."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+
+from modelhub.serving import AsyncExecutor
+from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
+from pharmacy_service.model import LLMUnavailableError
+from pharmacy_service.model.llm import (
+    AnthropicSettings,
+    OpenAISettings,
+    backend_from_env,
+    classify_error,
+)
+
+BACKENDS = ["gemini", "openai", "anthropic"]
+ROW = {"medications": ["warfarin 5 mg PO nightly", "Advil 400 mg q6h prn"]}
+
+
+def base_url(backend: str, port: int) -> str:
+    return f"http://127.0.0.1:{port}" + ("/v1" if backend == "openai" else "")
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    with run_in_thread(StubConfig(seed=5)) as server:
+        yield server
+
+
+@pytest.fixture
+def load_model(
+    built_model: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Any]]:
+    loaded: list[Any] = []
+
+    def load(backend: str, **env: str) -> Any:
+        monkeypatch.setenv("PHARMACY_LLM_BACKEND", backend)
+        prefix = backend.upper()
+        monkeypatch.setenv(f"{prefix}_BASE_URL", base_url(backend, stub.port or 0))
+        monkeypatch.delenv(f"{prefix}_API_KEY", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        model = mlflow.pyfunc.load_model(str(built_model))
+        loaded.append(model)
+        return model
+
+    yield load
+    for model in loaded:  # close the clients' connections on the loop that opened them
+        AsyncExecutor.run_async(model.unwrap_python_model().aclose)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_backend_writes_a_grounded_llm_note_through_its_sdk(
+    load_model: Callable[..., Any], stub: StubServer, backend: str
+) -> None:
+    model = load_model(backend)
+    (row,) = model.predict(pd.DataFrame([{"patient_id": "b1", **ROW}]))
+    assert (row["note_source"], row["backend"]) == ("llm", backend)
+    assert row["interactions"][0]["advice"] in row["counseling_note"]
+    assert row["counseling_note"].endswith(row["disclaimer"])
+    assert stub.stats.apis == {backend: 1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_threads_share_one_client_and_its_connections(
+    load_model: Callable[..., Any], stub: StubServer, backend: str
+) -> None:
+    """The seed's production shape: predict() from MLflow's worker threads, one module-level
+    client. Every call succeeds, and connections are reused (at most one per caller)."""
+    model = load_model(backend)
+    errors: list[BaseException] = []
+    notes: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(10)
+
+    def worker(index: int) -> None:
+        barrier.wait(30)
+        for n in range(5):
+            try:
+                (row,) = model.predict(pd.DataFrame([{"patient_id": f"t{index}-{n}", **ROW}]))
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                with lock:
+                    errors.append(exc)
+            else:
+                with lock:
+                    notes.append(row["note_source"])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert notes == ["llm"] * 50
+    assert stub.stats.apis[backend] == 50
+    assert stub.stats.connections <= 10
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        ("429", "rate_limited"),
+        ("500", "server_error"),
+        ("503", "server_error"),
+        ("reset", "connection"),
+    ],
+)
+def test_upstream_faults_fall_back_to_the_template_with_the_findings_kept(
+    load_model: Callable[..., Any], stub: StubServer, backend: str, fault: str, kind: str
+) -> None:
+    stub.config = StubConfig(fault_rate=1.0, faults=(fault,))
+    model = load_model(backend)
+    python_model = model.unwrap_python_model()
+    seen: list[str] = []
+    python_model.pipeline.observer.on_fallback = lambda _backend, reason: seen.append(reason)
+    (row,) = model.predict(pd.DataFrame([{"patient_id": "f1", **ROW}]))
+    assert row["note_source"] == "fallback"
+    assert row["interactions"][0]["severity"] == "major"
+    assert seen == [kind]
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_strict_mode_and_the_per_call_timeout(
+    load_model: Callable[..., Any], stub: StubServer, backend: str
+) -> None:
+    stub.config = StubConfig(fault_rate=1.0, faults=("slow",), slow_seconds=3)
+    model = load_model(backend, PHARMACY_LLM_STRICT="true", PHARMACY_LLM_TIMEOUT="0.3")
+    with pytest.raises(LLMUnavailableError) as caught:
+        model.predict(pd.DataFrame([{"patient_id": "s1", **ROW}]))
+    assert caught.value.kind == "timeout"
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_the_api_key_never_reaches_the_logs(
+    load_model: Callable[..., Any],
+    stub: StubServer,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stub quotes the key in its error (as a careless upstream might); the log must not."""
+    secret = f"sk-test-{backend}-0123456789"
+    stub.config = StubConfig(fault_rate=1.0, faults=("500",), echo_api_key=True)
+    model = load_model(backend, **{f"{backend.upper()}_API_KEY": secret})
+    with caplog.at_level(logging.WARNING):
+        (row,) = model.predict(pd.DataFrame([{"patient_id": "k1", **ROW}]))
+    assert row["note_source"] == "fallback"
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "llm_call_failed"]
+    assert failures, "the failure is logged"
+    assert "injected fault 500" in failures[0].getMessage()  # the error text is there...
+    assert secret not in caplog.text  # ...without the key
+
+
+@pytest.mark.parametrize(("backend", "module"), [("openai", "openai"), ("anthropic", "anthropic")])
+def test_a_backend_whose_sdk_is_missing_is_a_clear_start_up_error(
+    monkeypatch: pytest.MonkeyPatch, backend: str, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(ValueError, match=rf"pharmacy-service\[{backend}\]"):
+        backend_from_env(backend, {f"{backend.upper()}_BASE_URL": "http://127.0.0.1:9"})
+
+
+@pytest.mark.parametrize("settings", [OpenAISettings, AnthropicSettings])
+def test_settings_name_the_variables_they_need(settings: Any) -> None:
+    with pytest.raises(ValueError, match=f"{settings.PREFIX}_API_KEY"):
+        settings.from_env({})
+    loaded = settings.from_env({f"{settings.PREFIX}_BASE_URL": "http://127.0.0.1:9"})
+    assert loaded.model == settings.DEFAULT_MODEL
+    custom = settings.from_env(
+        {f"{settings.PREFIX}_API_KEY": "k", f"{settings.PREFIX}_MODEL": "local-model"}
+    )
+    assert (custom.api_key, custom.model, custom.base_url) == ("k", "local-model", None)
+
+
+def test_sdk_errors_are_classified_by_status() -> None:
+    import anthropic
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/messages")
+    for status, kind in ((429, "rate_limited"), (503, "server_error"), (400, "client_error")):
+        response = httpx.Response(status, request=request)
+        assert classify_error(openai.APIStatusError("x", response=response, body=None)) == kind
+        assert classify_error(anthropic.APIStatusError("x", response=response, body=None)) == kind
+    assert classify_error(openai.APITimeoutError(request=request)) == "timeout"
+    assert classify_error(anthropic.APIConnectionError(request=request)) == "connection"
