@@ -1,5 +1,6 @@
-"""The seed's test suite, against the real server: gunicorn, 2 uvicorn workers, the gemini
-backend (the real google-genai SDK) pointed at the Gemini-compatible stub."""
+"""The seed's test suite, against the real server: gunicorn, 2 uvicorn workers, once per LLM
+backend (the real google-genai, openai and anthropic SDKs) pointed at the stub, which speaks
+the three wire formats."""
 
 from __future__ import annotations
 
@@ -28,10 +29,17 @@ def stub() -> Iterator[StubServer]:
         yield server
 
 
-def gemini_env(stub: StubServer, **extra: str) -> dict[str, str]:
+@pytest.fixture(scope="module", params=["gemini", "openai", "anthropic"])
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def llm_env(stub: StubServer, backend: str, **extra: str) -> dict[str, str]:
+    url = f"http://127.0.0.1:{stub.port}" + ("/v1" if backend == "openai" else "")
     return {
-        "PHARMACY_LLM_BACKEND": "gemini",
-        "GEMINI_BASE_URL": f"http://127.0.0.1:{stub.port}",
+        "PHARMACY_LLM_BACKEND": backend,
+        f"{backend.upper()}_BASE_URL": url,
         "PHARMACY_LLM_TIMEOUT": "5",
         **extra,
     }
@@ -39,10 +47,10 @@ def gemini_env(stub: StubServer, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(
-    built_model: Path, stub: StubServer, tmp_path_factory: pytest.TempPathFactory
+    built_model: Path, stub: StubServer, backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGunicorn]:
     log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    with run_gunicorn(built_model, log, workers=2, env=gemini_env(stub)) as running:
+    with run_gunicorn(built_model, log, workers=2, env=llm_env(stub, backend)) as running:
         yield running
 
 
@@ -54,7 +62,8 @@ def json_lines(server: RunningGunicorn) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log_lines() if line.startswith("{")]
 
 
-def test_single_request(server: RunningGunicorn) -> None:
+def test_single_request(server: RunningGunicorn, stub: StubServer, backend: str) -> None:
+    before = stub.stats.apis[backend]
     with httpx.Client(base_url=server.base_url) as client:
         answer = client.post(
             "/invocations",
@@ -65,7 +74,8 @@ def test_single_request(server: RunningGunicorn) -> None:
     assert answer.headers["x-request-id"] == "seed-single-1"
     (row,) = answer.json()["predictions"]
     assert row["highest_severity"] == "major"
-    assert (row["note_source"], row["backend"]) == ("llm", "gemini")
+    assert (row["note_source"], row["backend"]) == ("llm", backend)
+    assert stub.stats.apis[backend] == before + 1  # through this backend's wire format
 
 
 def test_20_concurrent_requests(server: RunningGunicorn) -> None:
@@ -106,12 +116,12 @@ def test_100_item_stress_in_batches(server: RunningGunicorn) -> None:
 
 
 def test_recovery_from_event_loop_errors(
-    built_model: Path, stub: StubServer, tmp_path: Path
+    built_model: Path, stub: StubServer, backend: str, tmp_path: Path
 ) -> None:
     """Each worker fails its first 2 prediction attempts with "Event loop is closed". One
     keep-alive client talks to one worker: its first request fails twice, is retried twice
     and succeeds; every request succeeds; each injected error gives one async_retry line."""
-    env = gemini_env(stub, PHARMACY_FAULT_LOOP_ERRORS="2")
+    env = llm_env(stub, backend, PHARMACY_FAULT_LOOP_ERRORS="2")
     with run_gunicorn(built_model, tmp_path / "server.log", workers=2, env=env) as running:
         with httpx.Client(base_url=running.base_url) as client:
             answers = [

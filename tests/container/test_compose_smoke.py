@@ -259,3 +259,25 @@ def test_no_secret_in_the_image_logs_or_answers(stack: Stack) -> None:
     for path in ("/version", "/metrics", "/health/ready", "/openapi.json"):
         assert API_KEY not in httpx.get(f"{stack.base}{path}", timeout=10).text, path
     assert not [line for line in stack.log_lines("pharmacy-model") if API_KEY in line]
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_one_request_per_llm_backend(stack: Stack, backend: str) -> None:
+    """The server recreated with another backend: the real SDK in the image, through the
+    stub's wire format for it (runs last: it replaces the gemini server the tests above use)."""
+    env = {**stack.env, "PHARMACY_LLM_BACKEND": backend}
+    recreated = Stack(stack.base, stack.stub, env)
+    up = recreated.compose(
+        "up", "-d", "--wait", "--wait-timeout", "180", "--no-deps", "pharmacy-model", check=False
+    )
+    assert up.returncode == 0, f"{up.stderr}\n{recreated.compose('logs').stdout[-3000:]}"
+    before = httpx.get(f"{stack.stub}/stats", timeout=10).json()["apis"].get(backend, 0)
+    response = httpx.post(
+        f"{stack.base}/v1/screen", json={"patients": [WARFARIN_ADVIL]}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert (result["backend"], result["note_source"]) == (backend, "llm"), result
+    assert result["highest_severity"] == "major"
+    after = httpx.get(f"{stack.stub}/stats", timeout=10).json()["apis"].get(backend, 0)
+    assert after >= before + 1

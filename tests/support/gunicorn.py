@@ -39,7 +39,7 @@ def run_gunicorn(
     environment = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PHARMACY_", "GEMINI_", "MODELHUB_"))
+        if not k.startswith(("PHARMACY_", "GEMINI_", "OPENAI_", "ANTHROPIC_", "MODELHUB_"))
     }
     environment.update(
         {
