@@ -88,6 +88,10 @@ class LLMSettings:
     attempts: int = 1
     """HTTP attempts per note inside the SDK (1: no SDK retry; a failed note falls back to the
     template at once, within the per-call timeout)."""
+    max_connections: int = 100
+    """Connections the service's own HTTP session may open to the LLM (gemini)."""
+    trust_env: bool = False
+    """Read proxies and ``.netrc`` from the environment on every call (gemini's session)."""
 
     PREFIX: ClassVar[str] = ""
     DEFAULT_MODEL: ClassVar[str] = ""
@@ -114,8 +118,19 @@ class LLMSettings:
             raise ValueError(
                 f"PHARMACY_LLM_ATTEMPTS={raw_attempts!r} is invalid: use a whole number of at least 1."
             )
+        raw_connections = env.get("PHARMACY_LLM_MAX_CONNECTIONS", "").strip() or "100"
+        if not raw_connections.isdigit() or int(raw_connections) < 1:
+            raise ValueError(
+                f"PHARMACY_LLM_MAX_CONNECTIONS={raw_connections!r} is invalid: use a whole number "
+                "of at least 1."
+            )
+        raw_trust = env.get("PHARMACY_LLM_TRUST_ENV", "").strip().lower() or "false"
+        if raw_trust not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"PHARMACY_LLM_TRUST_ENV={raw_trust!r} is invalid: use true or false.")
         settings = cls(
             attempts=int(raw_attempts),
+            max_connections=int(raw_connections),
+            trust_env=raw_trust in ("true", "1", "yes"),
             api_key=env.get(f"{cls.PREFIX}_API_KEY") or None,
             base_url=env.get(f"{cls.PREFIX}_BASE_URL") or None,
             model=env.get(f"{cls.PREFIX}_MODEL") or cls.DEFAULT_MODEL,
@@ -178,17 +193,39 @@ class _ClientSlot:
             await self._close(client)
 
 
-def _build_gemini(settings: LLMSettings) -> Any:
+def _build_gemini(settings: LLMSettings, session: Any = None) -> Any:
+    """A ``genai.Client`` with the per-call timeout and retries in its own options (a per-call
+    ``http_options`` would be merged and deep-copied on every call), and, where given, the
+    aiohttp session it must use."""
     from google import genai
     from google.genai import types
 
-    http_options = types.HttpOptions(base_url=settings.base_url) if settings.base_url else None
-    return genai.Client(api_key=settings.key_or_placeholder, http_options=http_options)
+    options: dict[str, Any] = {
+        "timeout": int(settings.timeout * 1000),
+        "retry_options": types.HttpRetryOptions(attempts=settings.attempts),
+    }
+    if settings.base_url:
+        options["base_url"] = settings.base_url
+    if session is not None:
+        options["aiohttp_client"] = session
+    return genai.Client(
+        api_key=settings.key_or_placeholder, http_options=types.HttpOptions(**options)
+    )
 
 
 async def _close_gemini(client: Any) -> None:
     await client.aio.aclose()
     client.close()
+
+
+def gemini_takes_a_session() -> bool:
+    """google-genai accepts a caller's aiohttp session (``HttpOptions.aiohttp_client``), and
+    aiohttp is installed."""
+    from google.genai import types
+
+    return "aiohttp_client" in types.HttpOptions.model_fields and (
+        importlib.util.find_spec("aiohttp") is not None
+    )
 
 
 def _build_openai(settings: LLMSettings) -> Any:
@@ -242,32 +279,61 @@ def require_sdk(backend: str, module: str, extra: str) -> None:
 
 
 class GeminiBackend:
+    """google-genai's ``client.aio.models.generate_content``.
+
+    Where the SDK accepts one (``HttpOptions.aiohttp_client``), the client gets an aiohttp
+    session the service configures, created on the loop that uses it: no proxy or ``.netrc``
+    lookups from the environment on every call (each is a hop to a thread pool; set
+    ``PHARMACY_LLM_TRUST_ENV=true`` to keep them), a bounded connection pool
+    (``PHARMACY_LLM_MAX_CONNECTIONS``), keep-alive. The client and session belong to that loop
+    (the executor's, in shared mode); a call on another loop builds its own. Older SDKs get the
+    process's one client, which manages its own sessions."""
+
     name = "gemini"
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
         require_sdk("gemini", "google.genai", "gemini")
-        # Import the SDK and build the client and the request config now, on the loading
-        # thread: doing it inside the first call would block the shared loop, and the config
-        # is the same for every call.
+        # Import the SDK (and build the process's client, for SDKs that manage their own
+        # session) on the loading thread: doing it inside the first call would block the loop.
         from google.genai import types
 
-        gemini_client(settings)
+        self._own_session = gemini_takes_a_session()
+        if self._own_session:
+            import aiohttp  # noqa: F401 - imported here, not on the loop
+        else:
+            gemini_client(settings)
         self._config = types.GenerateContentConfig(
-            system_instruction=SYSTEM_INSTRUCTION,
-            temperature=0.2,
-            max_output_tokens=400,
-            http_options=types.HttpOptions(
-                timeout=int(settings.timeout * 1000),
-                retry_options=types.HttpRetryOptions(attempts=settings.attempts),
-            ),
+            system_instruction=SYSTEM_INSTRUCTION, temperature=0.2, max_output_tokens=400
         )
+        self._on_loop: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
+
+    def _client(self) -> Any:
+        if not self._own_session:
+            return gemini_client(self.settings)
+        loop = asyncio.get_running_loop()
+        current = self._on_loop
+        if current is None or current[0] is not loop:
+            import aiohttp
+
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.settings.max_connections, keepalive_timeout=30
+                ),
+                trust_env=self.settings.trust_env,
+            )
+            current = self._on_loop = (loop, _build_gemini(self.settings, session), session)
+        return current[1]
 
     async def aclose(self) -> None:
+        current, self._on_loop = self._on_loop, None
+        if current is not None and current[0] is asyncio.get_running_loop():
+            await current[2].close()
+            current[1].close()
         await close_gemini_client()
 
     async def note(self, prompt: str) -> str:
-        client = gemini_client(self.settings)
+        client = self._client()
         async with asyncio.timeout(self.settings.timeout):
             response = await client.aio.models.generate_content(
                 model=self.settings.model, contents=prompt, config=self._config

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 
 from .resolve import Resolver
 from .screening import ScreeningResult
@@ -162,15 +163,34 @@ def _drugs_named(text: str, resolver: Resolver) -> set[str]:
     return named
 
 
+@lru_cache(maxsize=8192)
+def _drugs_named_in_rule_text(text: str, resolver: Resolver) -> frozenset[str]:
+    """The same for a rule's own text (a finding's effect and advice): the texts are the
+    knowledge base's, so the answer is kept."""
+    return frozenset(_drugs_named(text, resolver))
+
+
+def allowed_drugs(result: ScreeningResult, question: str | None, resolver: Resolver) -> set[str]:
+    """The drugs a note may name: the patient's, those in local products, and those the
+    prompt's facts name (the findings' effect and advice text, the patient's question)."""
+    allowed = set(result.medications_normalized)
+    allowed.update(item["generic"] for item in result.not_screened)
+    for finding in result.findings:
+        allowed |= _drugs_named_in_rule_text(finding.rule.clinical_effect, resolver)
+        allowed |= _drugs_named_in_rule_text(finding.advice, resolver)
+    if question:
+        allowed |= _drugs_named(question, resolver)
+    return allowed
+
+
 def grounding_problem(
-    note: str, prompt: str, result: ScreeningResult, resolver: Resolver
+    note: str, question: str | None, result: ScreeningResult, resolver: Resolver
 ) -> str | None:
     """Why an LLM note cannot be used, or ``None``: it names a drug that is neither the
     patient's nor in the prompt's facts (advice and effect text included), or it leaves out a
     major or contraindicated finding."""
-    allowed = _drugs_named(prompt, resolver) | set(result.medications_normalized)
     named = _drugs_named(note, resolver)
-    invented = sorted(named - allowed)
+    invented = sorted(named - allowed_drugs(result, question, resolver))
     if invented:
         return f"names drugs outside the facts: {', '.join(invented)}"
     for finding in result.findings:

@@ -196,7 +196,7 @@ class Pipeline:
         async with limit:
             note, failure = await observed_call(self.backend, prompt, self.observer)
         if note is not None:
-            problem = grounding_problem(note, prompt, result, self.screener.resolver)
+            problem = grounding_problem(note, row.question, result, self.screener.resolver)
             if problem is None:
                 return self._output(row, result, finish_llm_note(note, result), "llm")
             logger.info(
