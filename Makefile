@@ -33,7 +33,7 @@ compose-smoke: install  ## build the image, compose up --wait, check it for real
 	scripts/with-docker.sh $(BIN)/python -m pytest -s -m container tests/container $(PYTEST_ARGS)
 
 reliability: install  ## restarts, drain, worker kill, overload, soak, faults, bad input (~6 min)
-	$(BIN)/python bench/reliability.py $(RELIABILITY_ARGS)
+	$(BIN)/python -m bench.reliability $(RELIABILITY_ARGS)
 
 audit: install  ## pip-audit on the image's pinned dependencies (requirements/runtime.txt)
 	$(BIN)/python scripts/audit.py

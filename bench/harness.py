@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks and the tests' real servers: free ports, readiness waits,
-process launching and Linux /proc readers. The benchmarks import it as ``harness`` (their own
-directory is on ``sys.path``), the tests as ``bench.harness``."""
+process launching and Linux /proc readers. The benchmark scripts import it as ``harness`` (their
+own directory is on ``sys.path``); the tests and the ``bench.reliability`` package as
+``bench.harness``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Bad input against the real server (gunicorn, one uvicorn worker): a hand-written corpus for
 /invocations and generated bodies (hypothesis) for /v1/screen. Every answer is a 4xx with a
 JSON body naming the problem (or a 200 for input that is odd but valid), never a 5xx, and the
-server stays healthy. With BAD_INPUT_REPORT=path the counts are written there (bench/reliability.py).
+server stays healthy. With BAD_INPUT_REPORT=path the counts are written there (the
+bad-input scenario of `python -m bench.reliability` uses it).
 """
 
 from __future__ import annotations

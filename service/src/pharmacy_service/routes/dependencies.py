@@ -14,7 +14,7 @@ from ..lifecycle import ServerState
 __all__ = ["Scorer", "State", "authorize", "scoring_handler", "server_state"]
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
     state: ServerState = request.app.state.server
     return state
 

@@ -1,0 +1,5 @@
+"""``python -m bench.reliability [--only NAME ...] [--quick] [--output PATH]``"""
+
+from bench.reliability.runner import main
+
+raise SystemExit(main())
