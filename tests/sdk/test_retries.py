@@ -21,6 +21,16 @@ from tests.conftest import RecordingHooks, SleepRecorder
 LOOP_ERRORS = [
     pytest.param(RuntimeError("Event loop is closed"), "loop_closed", id="closed"),
     pytest.param(
+        RuntimeError("Timeout context manager should be used inside a task"),
+        "timer_outside_task",
+        id="aiohttp timer outside a task",
+    ),
+    pytest.param(
+        RuntimeError("Executor shutdown has been called"),
+        "executor_shut_down",
+        id="default executor shut down",
+    ),
+    pytest.param(
         RuntimeError("Cannot run the event loop while another loop is running"),
         "another_loop_running",
         id="another running",

@@ -12,6 +12,10 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("different_loop", "attached to a different loop"),
     ("different_loop", "bound to a different event loop"),
     ("different_loop", "attached to a different event loop"),
+    # aiohttp's timer on a loop the session does not belong to (google-genai 1.x on aiohttp)
+    ("timer_outside_task", "timeout context manager should be used inside a task"),
+    # run_in_executor on a loop whose default executor was shut down (asyncio.run's exit)
+    ("executor_shut_down", "executor shutdown has been called"),
 )
 
 # Libraries sometimes wrap the RuntimeError (``raise ClientError(...) from exc``);
