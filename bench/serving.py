@@ -111,6 +111,7 @@ def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> It
             PHARMACY_MODEL_URI=str(model),
             PHARMACY_ASYNC_PREDICT="false" if kind == "ours (threads)" else "true",
             PHARMACY_REQUEST_TIMEOUT="60",
+            MAX_REQUESTS="0",  # no recycling: a recycled worker's CPU would leave the measurement
             PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-metrics-"),
         )
         command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
@@ -347,8 +348,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         }
         medians[key] = m
         ceiling = key[1] / (UPSTREAM_MS / 1000)
+        share = "n/a" if key[2] == "ours (template)" else f"{100 * m['rps'] / ceiling:.0f}%"
         lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {m['rps']:.1f} | {100 * m['rps'] / ceiling:.0f}% | "
+            f"| {key[0]} | {key[1]} | {key[2]} | {m['rps']:.1f} | {share} | "
             f"{m['p50_ms']:.0f} | {m['p99_ms']:.0f} | {m['errors']:.0f} | {m['peak_rss_mib']:.0f} | "
             f"{m['peak_pss_mib']:.0f} | "
             f"{m['startup_s']:.1f} | {m['stub_cpu_s']:.1f} | {m['server_cpu_ms']:.1f} |"
