@@ -27,6 +27,7 @@ from harness import free_port, launched, wait_for_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+PY_SPY = shutil.which("py-spy") or (str(BIN / "py-spy") if (BIN / "py-spy").exists() else "")
 BODY = json.dumps(
     {"dataframe_records": [{"patient_id": "w1", "medications": ["Coumadin", "Advil"]}]}
 )
@@ -108,7 +109,7 @@ def capture(seconds: int, raw: Path) -> None:
             load = ["wrk", "-t1", "-c100", "-s", str(script), f"{base}/invocations"]
             subprocess.run([*load, "-d3s"], capture_output=True, check=True)  # warm up
             wrk = subprocess.Popen([*load, f"-d{seconds + 2}s"], stdout=subprocess.DEVNULL)
-            spy = ["py-spy", "record", "-p", str(worker), "-d", str(seconds), "-r", "200"]
+            spy = [PY_SPY, "record", "-p", str(worker), "-d", str(seconds), "-r", "200"]
             subprocess.run(
                 [*spy, "-f", "raw", "-o", str(raw), "--nonblocking"],
                 capture_output=True,
@@ -158,7 +159,7 @@ def main() -> int:
     args = parser.parse_args()
     raw = args.from_raw
     if raw is None:
-        if shutil.which("wrk") is None or shutil.which("py-spy") is None:
+        if shutil.which("wrk") is None or not PY_SPY:
             sys.stderr.write(
                 "wrk and py-spy are needed: apt-get install -y wrk; pip install py-spy\n"
             )
