@@ -195,3 +195,20 @@ def test_sdk_errors_are_classified_by_status() -> None:
         assert classify_error(anthropic.APIStatusError("x", response=response, body=None)) == kind
     assert classify_error(openai.APITimeoutError(request=request)) == "timeout"
     assert classify_error(anthropic.APIConnectionError(request=request)) == "connection"
+
+
+@pytest.mark.parametrize(("trust_env", "source"), [("false", "llm"), ("true", "fallback")])
+def test_the_gemini_session_reads_the_proxy_environment_only_when_asked(
+    load_model: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    trust_env: str,
+    source: str,
+) -> None:
+    """A proxy that refuses connections is in the environment: the service's own session
+    ignores it (no lookup per call), unless PHARMACY_LLM_TRUST_ENV asks for it."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    model = load_model("gemini", PHARMACY_LLM_TRUST_ENV=trust_env, PHARMACY_LLM_TIMEOUT="3")
+    (row,) = model.predict(pd.DataFrame([{"patient_id": "p1", **ROW}]))
+    assert row["note_source"] == source
