@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pharmacy_service.gemini_stub import StubConfig, StubStats, run_in_thread
+from pharmacy_service.stub import StubConfig, StubStats, run_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "sdk-compat"

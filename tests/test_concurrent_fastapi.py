@@ -15,7 +15,7 @@ import httpx
 import pytest
 from bench.harness import process_stats
 
-from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
+from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
 from tests.support.gunicorn import RunningGunicorn, run_gunicorn
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from google import genai
 from google.genai import types
 
 from modelhub.serving import AsyncExecutor
-from pharmacy_service.gemini_stub import answer_for, run_in_thread
+from pharmacy_service.stub import answer_for, run_in_thread
 from tests.support.http_servers import echo_app, serve_app
 from tests.support.loop_affine import CALLS_PER_THREAD, THREADS, ModuleLevelSession, hammer
 

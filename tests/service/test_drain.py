@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pharmacy_service.gemini_stub import StubConfig, run_in_thread
+from pharmacy_service.stub import StubConfig, run_in_thread
 from tests.support.gunicorn import run_gunicorn
 
 

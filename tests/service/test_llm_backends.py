@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from modelhub.serving import AsyncExecutor
-from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
 from pharmacy_service.model import LLMUnavailableError
 from pharmacy_service.model.llm import (
     AnthropicSettings,
@@ -23,6 +22,7 @@ from pharmacy_service.model.llm import (
     backend_from_env,
     classify_error,
 )
+from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
 
 BACKENDS = ["gemini", "openai", "anthropic"]
 ROW = {"medications": ["warfarin 5 mg PO nightly", "Advil 400 mg q6h prn"]}

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from modelhub.serving import AsyncExecutor
-from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
 from pharmacy_service.model import KnowledgeBase, LLMUnavailableError, Pipeline, parse_rows
 from pharmacy_service.model.llm import GeminiSettings, LLMObserver
+from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
 
 WARFARIN_NSAID = {"medications": ["Coumadin", "Advil"]}
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from pythonjsonlogger.json import JsonFormatter
 
-from pharmacy_service.gemini_stub import StubConfig, run_in_thread
 from pharmacy_service.logs import RedactSecretsFilter, RequestIdFilter, logging_config
+from pharmacy_service.stub import StubConfig, run_in_thread
 from tests.support.gunicorn import run_gunicorn
 
 ROW = {"patient_id": "s1", "medications": ["Coumadin", "Advil"]}

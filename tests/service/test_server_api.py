@@ -21,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from prometheus_client.parser import text_string_to_metric_families
 
 from pharmacy_service.app import create_app
-from pharmacy_service.gemini_stub import StubConfig, StubServer, run_in_thread
 from pharmacy_service.settings import Settings
+from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
 from tests.support import stuck_model
 from tests.support.broken_model import BrokenModel
 

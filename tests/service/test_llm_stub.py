@@ -10,7 +10,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from pharmacy_service.gemini_stub import StubConfig, StubServer, answer_for, run_in_thread
+from pharmacy_service.stub import StubConfig, StubServer, answer_for, run_in_thread
 
 
 @pytest.fixture
