@@ -27,10 +27,16 @@ lint: install  ## ruff (lint + format check) and mypy --strict on both packages
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint deploy/prometheus/Dockerfile
 	$(BIN)/docker-compose config -q
 
 compose-smoke: install  ## build the image, compose up --wait, check it for real, compose down -v
 	scripts/with-docker.sh $(BIN)/python -m pytest -s -m container tests/container $(PYTEST_ARGS)
+
+.PHONY: monitoring
+monitoring: install  ## the alerts and the canary analysis on a live Prometheus (Debian's prometheus package; ~7 min)
+	MONITORING_REPORT=$(or $(MONITORING_REPORT),bench/results/monitoring.md) \
+	  $(BIN)/python -m pytest -m monitoring tests/monitoring $(PYTEST_ARGS)
 
 reliability: install  ## restarts, drain, worker kill, overload, soak, faults, bad input (~6 min)
 	$(BIN)/python -m bench.reliability $(RELIABILITY_ARGS)

@@ -1,4 +1,5 @@
-"""The container smoke test: the real image, built and run by docker compose (`make compose-smoke`).
+"""The container smoke test: the real image, built and run by docker compose (`make compose-smoke`),
+with the profile `monitoring` (Prometheus scraping the server with the alert rules).
 
 Needs a Docker engine: `scripts/with-docker.sh` provides one (and the base image) on machines
 that have none running. Not part of `make test`; CI runs it through `make compose-smoke`.
@@ -21,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.compose import ROOT, WARFARIN_ADVIL, compose_command
+from tests.deploy.kustomize import rule_groups
+from tests.support.compose import RETRY_TAIL, ROOT, WARFARIN_ADVIL, compose_command
 from tests.support.gunicorn import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
@@ -35,6 +37,7 @@ class Stack:
     base: str
     stub: str
     env: dict[str, str]
+    prometheus: str = ""
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -72,9 +75,11 @@ def timed(label: str, started: float) -> None:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    port, stub_port = free_port(), free_port()
+    port, stub_port, prometheus_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
+        "COMPOSE_PROFILES": "monitoring",  # every compose command: up, logs, down -v
+        "PROMETHEUS_PORT": str(prometheus_port),
         # A key in the environment of the build and of the server: it must end up in no image
         # layer, no log line and no answer (the stub ignores it).
         "GEMINI_API_KEY": API_KEY,
@@ -84,7 +89,12 @@ def stack() -> Iterator[Stack]:
         # Each worker's first prediction fails once with "Event loop is closed": the SDK retries.
         "PHARMACY_FAULT_LOOP_ERRORS": "1",
     }
-    running = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stub_port}", env)
+    running = Stack(
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{stub_port}",
+        env,
+        f"http://127.0.0.1:{prometheus_port}",
+    )
     started = time.monotonic()
     running.compose("config", "-q")
     running.compose("build")
@@ -109,7 +119,7 @@ def test_ready_and_both_services_healthy(stack: Stack) -> None:
     ready = httpx.get(f"{stack.base}/health/ready", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
-    for service in ("pharmacy-model", "gemini-stub"):
+    for service in ("pharmacy-model", "gemini-stub", "prometheus"):
         state = stack.inspect(service)["State"]
         assert state["Health"]["Status"] == "healthy", (service, state["Health"])
 
@@ -213,6 +223,64 @@ def test_logs_are_json_lines_and_retries_carry_the_request_id(stack: Stack) -> N
     assert all(r["level"] == "WARNING" and r["request_id"] for r in retries), retries
     logged = {r.get("request_id") for r in records if r.get("event") == "request"}
     assert set(request_ids) <= logged
+
+
+def test_the_retry_tail_one_liner_shows_each_retry(stack: Stack) -> None:
+    """The README's one-liner on the real compose logs (without -f, so that it ends)."""
+    command, jq = RETRY_TAIL.split(" | ", 1)
+    assert command == "docker compose logs -f --no-log-prefix pharmacy-model"
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "pharmacy-model").stdout
+    rows = subprocess.run(
+        ["bash", "-c", jq], input=logs, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    retries = [json.loads(line) for line in logs.splitlines() if '"async_retry"' in line]
+    assert rows, logs[-2000:]
+    assert len(rows) == len(retries)
+    for row, record in zip(rows, retries, strict=True):
+        assert row.split("\t") == [
+            record["time"],
+            str(record["process"]),
+            record["function"],
+            f"attempt {record['attempt']}/{record['max_attempts']}",
+            record["request_id"],
+        ]
+        assert record["request_id"]
+
+
+def test_prometheus_scrapes_the_server_with_the_alert_rules(stack: Stack) -> None:
+    """The monitoring profile: the target is up, the Kubernetes alert rules are loaded, the
+    retries the fault injected are in Prometheus, and the UI answers on 127.0.0.1."""
+    prometheus = stack.inspect("prometheus")
+    assert prometheus["State"]["Health"]["Status"] == "healthy", prometheus["State"]
+    assert prometheus["Config"]["User"] == "10001:10001"
+    assert prometheus["HostConfig"]["ReadonlyRootfs"] is True
+    with httpx.Client(base_url=stack.prometheus, timeout=10) as api:
+        groups = api.get("/api/v1/rules").json()["data"]["groups"]
+        loaded = [r for g in groups for r in g["rules"]]
+        assert {r["name"] for r in loaded} == {
+            r["alert"] for g in rule_groups() for r in g["rules"]
+        }
+        assert {r["type"] for r in loaded} == {"alerting"}
+        assert {r["health"] for r in loaded} <= {"ok", "unknown"}  # unknown until first evaluated
+        deadline = time.monotonic() + 90  # scraped every 15 s
+        while True:
+            targets = api.get("/api/v1/targets").json()["data"]["activeTargets"]
+            up = [
+                t for t in targets if t["labels"]["job"] == "pharmacy-model" and t["health"] == "up"
+            ]
+            answer = api.get("/api/v1/query", params={"query": "modelhub_executor_retries_total"})
+            series = answer.json()["data"]["result"]
+            if up and series:
+                break
+            assert time.monotonic() < deadline, (targets, series)
+            time.sleep(2)
+        assert up[0]["labels"]["pod"] == "pharmacy-model"
+        assert {s["metric"]["reason"] for s in series} == {"loop_closed"}
+        # Debian's build serves the classic UI under /classic (/ redirects to its graph page)
+        for page in ("/", "/classic/alerts", "/classic/targets", "/classic/rules"):
+            answer = api.get(page, follow_redirects=True)
+            assert answer.status_code == 200, (page, answer.text[:500])
+            assert "Prometheus" in answer.text, page
 
 
 def test_no_secret_in_the_image_logs_or_answers(stack: Stack) -> None:

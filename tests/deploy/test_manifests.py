@@ -1,60 +1,53 @@
 """The deployment files keep their promises: rendered by the real tools (kubectl kustomize,
-docker-compose config, hadolint is in `make lint`), validated with kubernetes-validate --strict,
-and checked against the code they deploy (routes, ports, timeouts, metric names)."""
+docker-compose config, hadolint is in `make lint`), validated with kubernetes-validate --strict
+(core resources) and against their CRDs' own schemas (Argo Rollouts, Prometheus Operator), and
+checked against the code they deploy (routes, ports, timeouts, metric names)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from pharmacy_service import metrics
 from pharmacy_service.app import create_app
+from pharmacy_service.middleware import KNOWN_ROUTES
 from pharmacy_service.settings import ServerSettings, Settings
+from tests.deploy.argo_analysis import fill_args
+from tests.deploy.kustomize import (
+    K8S,
+    ROOT,
+    crd_schema,
+    of_kind,
+    one,
+    promtool,
+    rendered,
+    rule_groups,
+    run,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
-OVERLAYS = ["dev", "prod"]
+OVERLAYS = ["dev", "prod", "canary"]
 BIN = Path(sys.executable).parent
-
-
-def run(*command: str) -> str:
-    return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-
-
-@cache
-def rendered(path: str) -> tuple[dict[str, Any], ...]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render the manifests (kubectl kustomize)"
-    docs = yaml.safe_load_all(run(kubectl, "kustomize", str(K8S / path)))
-    return tuple(doc for doc in docs if doc)
-
-
-def of_kind(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] == kind]
+CUSTOM_GROUPS = ("monitoring.coreos.com", "argoproj.io")
 
 
 def server(overlay: str) -> dict[str, Any]:
-    (deployment,) = [
-        d
-        for d in of_kind(rendered(f"overlays/{overlay}"), "Deployment")
-        if d["metadata"]["name"] == "pharmacy-model"
-    ]
-    return deployment
+    """The pharmacy-model workload: a Deployment, or in the canary overlay an Argo Rollout."""
+    kind = "Rollout" if overlay == "canary" else "Deployment"
+    return one(f"overlays/{overlay}", kind)
 
 
 def container(overlay: str) -> dict[str, Any]:
+    main: dict[str, Any]
     (main,) = server(overlay)["spec"]["template"]["spec"]["containers"]
     return main
 
@@ -79,10 +72,11 @@ def dockerfile_expose() -> int:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_core_resources_validate_strictly(overlay: str, tmp_path: Path) -> None:
     core = [
-        d for d in rendered(f"overlays/{overlay}") if "monitoring.coreos.com" not in d["apiVersion"]
+        d
+        for d in rendered(f"overlays/{overlay}")
+        if not d["apiVersion"].startswith(CUSTOM_GROUPS)  # validated against their CRDs below
     ]
     assert {d["kind"] for d in core} >= {
-        "Deployment",
         "Service",
         "ServiceAccount",
         "ConfigMap",
@@ -104,27 +98,38 @@ def test_overlay_core_resources_validate_strictly(overlay: str, tmp_path: Path) 
 
 @pytest.mark.parametrize("path", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
 def test_an_hpa_alone_owns_the_replica_count(path: str) -> None:
-    """``kubectl apply -k`` would reset a Deployment's ``replicas`` on every deploy, scaling a
-    busy service down to the committed count; where an HPA scales the Deployment, only the
-    HPA's minReplicas (the floor) and maxReplicas say how many pods run."""
+    """``kubectl apply -k`` would reset a workload's ``replicas`` on every deploy, scaling a
+    busy service down to the committed count; where an HPA scales a Deployment or a Rollout,
+    only the HPA's minReplicas (the floor) and maxReplicas say how many pods run."""
     docs = rendered(path)
-    deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
-    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(docs, "HorizontalPodAutoscaler")}
-    assert "pharmacy-model" in scaled
-    for name in scaled:
-        assert "replicas" not in deployments[name]["spec"], name
+    workloads = {
+        (d["apiVersion"], d["kind"], d["metadata"]["name"]): d
+        for d in of_kind(docs, "Deployment") + of_kind(docs, "Rollout")
+    }
+    targets = [h["spec"]["scaleTargetRef"] for h in of_kind(docs, "HorizontalPodAutoscaler")]
+    assert "pharmacy-model" in {t["name"] for t in targets}
+    for target in targets:
+        workload = workloads[target["apiVersion"], target["kind"], target["name"]]
+        assert "replicas" not in workload["spec"], target
 
 
-def test_hpa_bounds_per_overlay() -> None:
-    for overlay, floor, ceiling in (("dev", 1, 2), ("prod", 3, 12)):
-        (hpa,) = of_kind(rendered(f"overlays/{overlay}"), "HorizontalPodAutoscaler")
-        assert hpa["apiVersion"] == "autoscaling/v2"
-        assert hpa["spec"]["scaleTargetRef"] == {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": "pharmacy-model",
-        }
-        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (floor, ceiling)
+@pytest.mark.parametrize(
+    ("overlay", "kind", "floor", "ceiling"),
+    [("dev", "Deployment", 1, 2), ("prod", "Deployment", 3, 12), ("canary", "Rollout", 3, 12)],
+)
+def test_hpa_targets_the_workload_with_its_bounds(
+    overlay: str, kind: str, floor: int, ceiling: int
+) -> None:
+    (hpa,) = of_kind(rendered(f"overlays/{overlay}"), "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    workload = server(overlay)
+    assert workload["kind"] == kind
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": workload["apiVersion"],
+        "kind": kind,
+        "name": "pharmacy-model",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (floor, ceiling)
 
 
 def test_dev_points_the_gemini_backend_at_the_stub_deployed_alongside() -> None:
@@ -151,7 +156,11 @@ def test_prod_reads_the_api_key_from_a_secret_and_commits_no_secret() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rolling_update_never_drops_capacity(overlay: str) -> None:
     spec = server(overlay)["spec"]
-    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    strategy = spec["strategy"].get("rollingUpdate") or spec["strategy"]["canary"]  # Argo
+    assert {k: strategy[k] for k in ("maxUnavailable", "maxSurge")} == {
+        "maxUnavailable": 0,
+        "maxSurge": 1,
+    }
     assert spec["minReadySeconds"] > 0
     assert spec["progressDeadlineSeconds"] > spec["minReadySeconds"]
 
@@ -184,8 +193,9 @@ def test_ports_match_the_image(overlay: str) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_security_context_is_complete(overlay: str) -> None:
-    for deployment in of_kind(rendered(f"overlays/{overlay}"), "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
+    docs = rendered(f"overlays/{overlay}")
+    for workload in of_kind(docs, "Deployment") + of_kind(docs, "Rollout"):
+        pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -235,15 +245,18 @@ def exported_metric_names() -> set[str]:
 
 
 def rules() -> list[dict[str, Any]]:
-    (rule,) = of_kind(rendered("components/monitoring"), "PrometheusRule")
-    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    return [r for group in rule_groups() for r in group["rules"]]
+
+
+def metric_names(promql: str) -> set[str]:
+    return set(re.findall(r"\b((?:modelhub|pharmacy)_[a-z_]+)\b", promql))
 
 
 def test_alerts_name_metrics_the_server_exports() -> None:
     exported = exported_metric_names()
     assert "modelhub_executor_retries_total" in exported
     for rule in rules():
-        named = set(re.findall(r"\b((?:modelhub|pharmacy)_[a-z_]+)\b", rule["expr"]))
+        named = metric_names(rule["expr"])
         assert named, rule["alert"]
         assert named <= exported, (rule["alert"], named - exported)
 
@@ -273,6 +286,181 @@ def test_service_monitor_scrapes_the_metrics_route() -> None:
     )
 
 
+def test_service_monitor_carries_the_pod_template_hashes() -> None:
+    """Pod labels reach Prometheus only through relabelling: the canary analysis selects the
+    canary's pods by rollouts_pod_template_hash (Argo), a Deployment's by pod_template_hash."""
+    (monitor,) = of_kind(rendered("overlays/canary"), "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    relabel = {
+        r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"] if "targetLabel" in r
+    }
+    assert relabel["rollouts_pod_template_hash"] == [
+        "__meta_kubernetes_pod_label_rollouts_pod_template_hash"
+    ]
+    assert relabel["pod_template_hash"] == ["__meta_kubernetes_pod_label_pod_template_hash"]
+    for r in endpoint["relabelings"]:
+        assert r.get("action", "replace") == "replace"
+
+
+# -- custom resources against their CRDs ------------------------------------------------------
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with unknown fields refused wherever it lists its fields and does not say
+    x-kubernetes-preserve-unknown-fields: the API server would silently prune a misspelt
+    field; here it fails."""
+    schema = copy.deepcopy(schema)
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    close(schema)
+    return schema
+
+
+def crd_errors(doc: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(strict(crd_schema(doc["kind"])))
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "kind"),
+    [
+        ("canary", "Rollout"),
+        ("canary", "AnalysisTemplate"),
+        ("canary", "ServiceMonitor"),
+        ("canary", "PrometheusRule"),
+        ("prod", "ServiceMonitor"),
+        ("prod", "PrometheusRule"),
+    ],
+)
+def test_custom_resources_validate_against_their_crds(overlay: str, kind: str) -> None:
+    (doc,) = of_kind(rendered(f"overlays/{overlay}"), kind)
+    assert crd_errors(doc) == []
+
+
+def test_crd_validation_refuses_a_misspelt_field_and_a_wrong_type() -> None:
+    rollout = copy.deepcopy(server("canary"))
+    rollout["spec"]["strategy"]["canary"]["steps"][1]["pause"]["durration"] = "2m"
+    rollout["spec"]["minReadySeconds"] = "fifteen"
+    errors = crd_errors(rollout)
+    assert any("durration" in e for e in errors), errors
+    assert any(e.startswith("spec/minReadySeconds") for e in errors), errors
+
+
+# -- the canary (Argo Rollouts) ---------------------------------------------------------------
+
+
+def analysis_template() -> dict[str, Any]:
+    return one("overlays/canary", "AnalysisTemplate", "pharmacy-model-canary")
+
+
+def analysis_metrics() -> list[dict[str, Any]]:
+    metrics_: list[dict[str, Any]] = analysis_template()["spec"]["metrics"]
+    return metrics_
+
+
+def test_canary_overlay_replaces_the_deployment_with_a_rollout() -> None:
+    docs = rendered("overlays/canary")
+    assert not of_kind(docs, "Deployment")
+    rollout, deployment = server("canary"), server("prod")
+    # everything but the kind and the strategy is the production Deployment's
+    for key in ("template", "selector", "minReadySeconds", "progressDeadlineSeconds"):
+        assert rollout["spec"][key] == deployment["spec"][key], key
+    assert "replicas" not in rollout["spec"]  # the HPA owns it
+
+
+def test_canary_steps_gate_each_weight_with_the_analysis() -> None:
+    steps = server("canary")["spec"]["strategy"]["canary"]["steps"]
+    kinds = [next(iter(step)) for step in steps]
+    assert kinds == ["setWeight", "pause", "analysis", "setWeight", "pause", "analysis"]
+    assert [s["setWeight"] for s in steps if "setWeight" in s] == [10, 50]
+    template = analysis_template()
+    declared = {a["name"]: a for a in template["spec"]["args"]}
+    for step in steps:
+        if "analysis" in step:
+            (ref,) = step["analysis"]["templates"]
+            assert ref["templateName"] == template["metadata"]["name"]
+            passed = {a["name"]: a for a in step["analysis"]["args"]}
+            assert passed["canary-hash"]["valueFrom"] == {"podTemplateHashValue": "Latest"}
+            assert passed["namespace"]["valueFrom"] == {
+                "fieldRef": {"fieldPath": "metadata.namespace"}
+            }
+            # every argument without a default is passed, and nothing undeclared
+            assert {n for n, a in declared.items() if "value" not in a} <= passed.keys()
+            assert passed.keys() <= declared.keys()
+
+
+def test_analysis_has_one_metric_per_signal_with_a_cadence() -> None:
+    by_name = {m["name"]: m for m in analysis_metrics()}
+    assert set(by_name) == {
+        "loop-error-retries-per-request",
+        "unrecovered-executor-failures",
+        "http-5xx-ratio",
+        "p99-latency-seconds",
+    }
+    assert by_name["unrecovered-executor-failures"]["failureLimit"] == 0  # any failure aborts
+    for metric in by_name.values():
+        assert re.fullmatch(r"\d+m", metric["interval"]), metric["name"]
+        assert metric["count"] >= 3, metric["name"]
+        assert 0 <= metric["failureLimit"] < metric["count"], metric["name"]
+        assert "failureCondition" not in metric  # the evaluator in argo_analysis.py: success only
+        assert metric["provider"]["prometheus"]["address"] == "{{args.prometheus-address}}"
+
+
+def test_analysis_queries_select_the_canary_and_name_exported_metrics() -> None:
+    exported = exported_metric_names()
+    declared = {a["name"] for a in analysis_template()["spec"]["args"]}
+    for metric in analysis_metrics():
+        query = metric["provider"]["prometheus"]["query"]
+        named = metric_names(query)
+        assert named, metric["name"]
+        assert named <= exported, (metric["name"], named - exported)
+        assert set(re.findall(r"\{\{args\.([\w-]+)\}\}", query)) <= declared
+        filled = fill_args(query, {"canary-hash": "CANARY", "namespace": "NS"})
+        selectors = re.findall(r"\b(?:modelhub|pharmacy)_[a-z_]+\{([^}]*)\}", filled)
+        assert len(selectors) == len(re.findall(r"\b(?:modelhub|pharmacy)_[a-z_]+", filled))
+        for selector in selectors:  # every series read is the canary's, in its namespace
+            assert 'rollouts_pod_template_hash="CANARY"' in selector, metric["name"]
+            assert 'namespace="NS"' in selector, metric["name"]
+            for routes in re.findall(r'route=~"([^"]+)"', selector):
+                assert set(routes.split("|")) <= KNOWN_ROUTES, routes
+
+
+def test_analysis_queries_parse_as_promql(tmp_path: Path) -> None:
+    """Filled in as Argo fills them, each query is a valid PromQL expression (promtool parses
+    it as a recording rule)."""
+    args = {"canary-hash": "6f7b9c8d4", "namespace": "pharmacy", "prometheus-address": "x"}
+    recording = [
+        {"record": f"canary:{m['name'].replace('-', '_')}", "expr": fill_args(q, args)}
+        for m in analysis_metrics()
+        for q in [m["provider"]["prometheus"]["query"]]
+    ]
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "canary", "rules": recording}]}))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # -- docker compose -------------------------------------------------------------------------
 
 
@@ -300,3 +488,27 @@ def test_compose_serves_on_loopback_with_the_stub_and_hardening() -> None:
     assert model["depends_on"]["gemini-stub"]["condition"] == "service_healthy"
     grace = float(model["stop_grace_period"].rstrip("s"))
     assert grace > Settings().drain_delay + ServerSettings().graceful_timeout
+
+
+def test_compose_monitoring_profile_runs_prometheus_built_here_on_loopback() -> None:
+    out = run(str(BIN / "docker-compose"), "--profile", "monitoring", "config", "--format", "json")
+    prometheus = json.loads(out)["services"]["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    context = Path(prometheus["build"]["context"])
+    assert context == ROOT / "deploy" / "prometheus"
+    # built from the project's base image with Debian's package: nothing pulled
+    dockerfile = (context / "Dockerfile").read_text()
+    assert re.findall(r"^FROM (.+)$", dockerfile, flags=re.MULTILINE) == ["${PYTHON_IMAGE}"]
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
+    assert "apt-get install -y --no-install-recommends prometheus" in dockerfile
+    assert all(p["host_ip"] == "127.0.0.1" for p in prometheus["ports"])
+    assert prometheus["read_only"] is True
+    assert prometheus["cap_drop"] == ["ALL"]
+    assert prometheus["depends_on"]["pharmacy-model"]["condition"] == "service_healthy"
+    # it scrapes the composed server's port, with the labels the alerts group by
+    config = yaml.safe_load((context / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (static,) = job["static_configs"]
+    assert static["targets"] == [f"pharmacy-model:{dockerfile_expose()}"]
+    assert {"namespace", "pod"} <= static["labels"].keys()
+    assert job["metrics_path"] == "/metrics"
