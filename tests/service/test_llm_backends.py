@@ -6,15 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from modelhub.serving import AsyncExecutor
 from pharmacy_service.model import LLMUnavailableError
 from pharmacy_service.model.llm import (
     AnthropicSettings,
@@ -22,42 +19,10 @@ from pharmacy_service.model.llm import (
     backend_from_env,
     classify_error,
 )
-from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
+from pharmacy_service.stub import StubConfig, StubServer
 
 BACKENDS = ["gemini", "openai", "anthropic"]
 ROW = {"medications": ["warfarin 5 mg PO nightly", "Advil 400 mg q6h prn"]}
-
-
-def base_url(backend: str, port: int) -> str:
-    return f"http://127.0.0.1:{port}" + ("/v1" if backend == "openai" else "")
-
-
-@pytest.fixture
-def stub() -> Iterator[StubServer]:
-    with run_in_thread(StubConfig(seed=5)) as server:
-        yield server
-
-
-@pytest.fixture
-def load_model(
-    built_model: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Any]]:
-    loaded: list[Any] = []
-
-    def load(backend: str, **env: str) -> Any:
-        monkeypatch.setenv("PHARMACY_LLM_BACKEND", backend)
-        prefix = backend.upper()
-        monkeypatch.setenv(f"{prefix}_BASE_URL", base_url(backend, stub.port or 0))
-        monkeypatch.delenv(f"{prefix}_API_KEY", raising=False)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        model = mlflow.pyfunc.load_model(str(built_model))
-        loaded.append(model)
-        return model
-
-    yield load
-    for model in loaded:  # close the clients' connections on the loop that opened them
-        AsyncExecutor.run_async(model.unwrap_python_model().aclose)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

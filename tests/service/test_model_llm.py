@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from modelhub.serving import AsyncExecutor
 from pharmacy_service.model import KnowledgeBase, LLMUnavailableError, Pipeline, parse_rows
 from pharmacy_service.model.llm import GeminiSettings, LLMObserver
-from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
+from pharmacy_service.stub import StubConfig, StubServer
 
 WARFARIN_NSAID = {"medications": ["Coumadin", "Advil"]}
 
@@ -38,30 +38,8 @@ class RecordingObserver(LLMObserver):
 
 
 @pytest.fixture
-def stub() -> Iterator[StubServer]:
-    with run_in_thread(StubConfig(seed=3)) as server:
-        yield server
-
-
-@pytest.fixture
-def load_gemini_model(
-    built_model: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Any]]:
-    loaded: list[Any] = []
-
-    def load(**env: str) -> Any:
-        monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gemini")
-        monkeypatch.setenv("GEMINI_BASE_URL", f"http://127.0.0.1:{stub.port}")
-        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        model = mlflow.pyfunc.load_model(str(built_model))
-        loaded.append(model)
-        return model
-
-    yield load
-    for model in loaded:  # close the client's connections on the loop that opened them
-        AsyncExecutor.run_async(model.unwrap_python_model().aclose)
+def load_gemini_model(load_model: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda **env: load_model("gemini", **env)
 
 
 def predict_from_threads(
