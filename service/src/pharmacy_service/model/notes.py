@@ -78,13 +78,12 @@ def screening_facts(result: ScreeningResult) -> list[str]:
         )
     for item in result.not_screened:
         facts.append(
-            f"{item['input']}: a {item['route']} product, not screened as exposure of the "
-            "whole body."
+            f"{item['input']}: {item['route']} product, not screened as exposure of the whole body."
         )
     for item in result.duplicates:
         facts.append(
-            f"{item['generic']} is in {len(item['inputs'])} of the listed products "
-            f"({', '.join(item['inputs'])}): check the total daily dose."
+            f"{item['generic']} is listed {len(item['inputs'])} times "
+            f"({'; '.join(item['inputs'])}): check the total daily dose."
         )
     facts.append(TABLE_LIMITS)
     facts.append(DISCLAIMER)
