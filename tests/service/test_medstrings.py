@@ -290,3 +290,8 @@ def test_any_string_parses_without_raising_and_keeps_its_text(text: str) -> None
     parsed = parse_medication(text)
     assert parsed.text == text.strip()
     assert all(name == name.strip() and name for name in parsed.names)
+
+
+def test_a_number_with_a_thousands_separator_is_one_strength() -> None:
+    parsed = parse_medication("Vitamin D 50,000 units weekly")
+    assert (parsed.strength, parsed.unit, parsed.sig) == ("50,000", "units", None)

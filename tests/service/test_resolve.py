@@ -141,3 +141,65 @@ def test_an_ambiguous_name_is_screened_for_what_its_candidates_share(screener: S
     (entry, _) = result.entries
     assert entry.resolutions[0].candidates == ("isosorbide mononitrate", "isosorbide dinitrate")
     assert [f.rule.severity for f in result.findings] == ["contraindicated"]
+
+
+# -- found by a second review: each of these gave a wrong answer before ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("medications", "pair", "severity"),
+    [
+        (["sertraline/phenelzine"], ("sertraline", "phenelzine"), "contraindicated"),
+        (["warfarin and aspirin"], ("warfarin", "aspirin"), "major"),
+        (["Tylenol 3", "Xanax 0.5"], ("codeine", "alprazolam"), "major"),
+        (["Symtuza", "simvastatin 40"], ("darunavir", "simvastatin"), "contraindicated"),
+        (
+            ["lisdexamfetamine dimesylate", "phenelzine"],
+            ("lisdexamfetamine", "phenelzine"),
+            "contraindicated",
+        ),
+    ],
+)
+def test_drugs_written_together_or_as_one_name_are_screened(
+    screener: Screener, medications: list[str], pair: tuple[str, str], severity: str
+) -> None:
+    result = screener.screen(medications)
+    found = {frozenset((f.drug_a, f.drug_b)): f.rule.severity for f in result.findings}
+    assert found.get(frozenset(pair)) == severity, found
+
+
+def test_the_components_of_one_product_are_not_screened_against_each_other(
+    screener: Screener,
+) -> None:
+    assert screener.screen(["Paxlovid"]).findings == []
+    assert screener.screen(["Suboxone 8/2"]).findings == []
+
+
+@pytest.mark.parametrize("product", ["Advil Cold and Sinus", "Motrin PM", "Mucinex DM"])
+def test_a_brand_with_more_ingredients_is_not_read_as_the_brand_alone(
+    screener: Screener, product: str
+) -> None:
+    result = screener.screen([product, "phenelzine"])
+    assert result.unrecognized == [product]
+
+
+def test_a_comment_in_parentheses_is_not_a_drug_the_patient_takes(screener: Screener) -> None:
+    result = screener.screen(["Plavix 75 mg (aspirin allergy)", "warfarin 5 mg"])
+    assert result.medications_normalized == ["clopidogrel", "warfarin"]
+
+
+def test_a_salt_of_an_ambiguous_name_is_its_own_drug(screener: Screener) -> None:
+    result = screener.screen(["magnesium sulfate"])
+    assert result.medications_normalized == []
+    assert result.not_covered == [{"input": "magnesium sulfate", "name": "magnesium sulfate"}]
+
+
+def test_grounding_reads_the_longest_name_and_hyphenated_names(screener: Screener) -> None:
+    from pharmacy_service.model.notes import grounding_problem
+
+    imdur = screener.screen(["Imdur 30", "amlodipine"])
+    note = "Take isosorbide mononitrate and amlodipine as prescribed."
+    assert grounding_problem(note, None, imdur, screener.resolver) is None
+    bleeding = screener.screen(["warfarin", "ibuprofen"])
+    invented = "Warfarin with ibuprofen raises bleeding; use oxycodone-acetaminophen instead."
+    assert grounding_problem(invented, None, bleeding, screener.resolver) is not None

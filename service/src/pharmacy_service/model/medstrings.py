@@ -233,7 +233,7 @@ _STRENGTH = re.compile(
 _GLUED = re.compile(rf"^({_NUMBER}(?:[/-]{_NUMBER})*)([a-zµ%]+(?:/[a-z0-9.]+)?)$")
 _PARENS = re.compile(r"\(([^()]*)\)|\[([^\[\]]*)\]")
 _NOISE = re.compile(r"[®™©*\"“”]")
-_TOKEN = re.compile(r"[^\s,;:]+")
+_TOKEN = re.compile(r"(?:\d,\d{3}|[^\s,;:])+")  # "50,000 units" keeps its number
 _TWO_WORDS = {
     key for table in (_ROUTES, _RELEASE, _FREQUENCY) for key in table if " " in key or "-" in key
 } | {p for p in _PRN if " " in p}

@@ -153,12 +153,23 @@ _WORD = re.compile(r"[a-z0-9][a-z0-9'.#-]*")
 
 
 def _drugs_named(text: str, resolver: Resolver) -> set[str]:
-    """Every formulary drug a text names (generic, brand, synonym or product, 1 to 4 words)."""
-    words = [w.strip(".'-") for w in _WORD.findall(text.lower())]
+    """Every formulary drug a text names (generic, brand, synonym or product, 1 to 4 words),
+    the longest name first at each place ("isosorbide mononitrate", not "isosorbide"); read
+    once as written and once with hyphens and slashes as spaces ("oxycodone-acetaminophen")."""
     named: set[str] = set()
-    for size in (1, 2, 3, 4):
-        for i in range(len(words) - size + 1):
-            named.update(resolver.known_generics(" ".join(words[i : i + size])))
+    lowered = text.lower()
+    for variant in (lowered, lowered.replace("-", " ").replace("/", " ")):
+        words = [w.strip(".'-") for w in _WORD.findall(variant)]
+        i = 0
+        while i < len(words):
+            for size in (4, 3, 2, 1):
+                found = resolver.known_generics(" ".join(words[i : i + size]))
+                if found and i + size <= len(words):
+                    named.update(found)
+                    i += size
+                    break
+            else:
+                i += 1
     return named
 
 
@@ -189,7 +200,10 @@ def grounding_problem(
     patient's nor in the prompt's facts (advice and effect text included), or it leaves out a
     major or contraindicated finding."""
     named = _drugs_named(note, resolver)
-    invented = sorted(named - allowed_drugs(result, question, resolver))
+    # A name that means several drugs ("potassium") names none of them in particular.
+    invented = sorted(
+        n for n in named - allowed_drugs(result, question, resolver) if not resolver.is_ambiguous(n)
+    )
     if invented:
         return f"names drugs outside the facts: {', '.join(invented)}"
     for finding in result.findings:

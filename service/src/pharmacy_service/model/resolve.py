@@ -33,7 +33,7 @@ Method = Literal[
 _SALTS = frozenset(
     """hydrochloride hcl dihydrochloride sodium potassium calcium magnesium besylate besilate
     maleate mesylate citrate tartrate bitartrate succinate sulfate sulphate fumarate hyclate
-    bromide hydrobromide acetate phosphate monohydrate dihydrate trihydrate hemihydrate
+    bromide hydrobromide acetate phosphate monohydrate dihydrate trihydrate hemihydrate dimesylate
     etexilate dipropionate propionate medoxomil axetil pivoxil valerate cypionate enanthate
     decanoate palmitate furoate xinafoate lactate gluconate carbonate chloride mononitrate?
     disodium dipotassium trometamol tromethamine lysine arginine estolate ethylsuccinate
@@ -72,6 +72,33 @@ _QUALIFIERS = frozenset(
     ]
 )
 _COMBINATION = re.compile(r"\s*(?:/|\+|&|,|\band\b|\bwith\b|(?<=[a-z])-(?=[a-z]))\s*")
+# The lexicon's combination names: "a/b", "a, b, and c", "a and b".
+_LEXICON_PARTS = re.compile(r"\s*/\s*|\s*,\s*(?:and\s+)?|\s+and\s+")
+# Words after a brand that name more ingredients than the brand alone ("Advil Cold and Sinus",
+# "Motrin PM", "Mucinex DM", "Claritin-D"): such a name is not read as the brand alone.
+_VARIANT_WORDS = frozenset(
+    [
+        "pm",
+        "dm",
+        "d",
+        "cold",
+        "sinus",
+        "flu",
+        "allergy",
+        "congestion",
+        "plus",
+        "cough",
+        "nighttime",
+        "night",
+        "daytime",
+        "day",
+        "multi-symptom",
+        "severe",
+        "cf",
+        "hbp",
+        "decongestant",
+    ]
+)
 _FORMULATION = re.compile(r"\s*\([^)]*\)\s*$")
 _TYPO_MARGIN = 1
 """A typo is read as the closest drug only if every other drug is at least this many edits
@@ -131,6 +158,9 @@ class Resolver:
         for entry in knowledge.drug_file.ambiguous:
             label = ambiguous_label(entry)
             self._add(entry.name, _Known((label,), "ambiguous", None, tuple(entry.candidates)))
+        self._ambiguous_labels = frozenset(
+            ambiguous_label(e) for e in knowledge.drug_file.ambiguous
+        )
         self._lexicon = knowledge.lexicon
         # The typo step searches every name a real drug goes by, grouped by length.
         self._by_length: dict[int, list[str]] = {}
@@ -142,14 +172,29 @@ class Resolver:
         for variant in _variants(clean(name)):
             self._known.setdefault(variant, known)
 
+    def exact_name(self, text: str) -> Resolution | None:
+        """The whole text as one name, exactly (``Tylenol 3``, ``Humulin 70/30``, ``oral
+        contraceptive``), before the parser splits it into a name and its attributes."""
+        cleaned = clean(text)
+        found = self._exact(cleaned) if cleaned else None
+        return _with_name(found, text.strip()) if found is not None else None
+
+    def is_ambiguous(self, label: str) -> bool:
+        """``label`` is how an ambiguous name is shown (``isosorbide (... or ...)``)."""
+        return label in self._ambiguous_labels
+
     def known_generics(self, name: str) -> tuple[str, ...]:
         """The drugs a formulary name (generic, brand, synonym, product) means, exactly."""
         known = self._known.get(name)
         return known.generics if known is not None else ()
 
-    def resolve(self, name: str, *, allow_typo: bool = True) -> Resolution | None:
+    def resolve(
+        self, name: str, *, allow_typo: bool = True, allow_partial: bool = True
+    ) -> Resolution | None:
         """Resolve one name as written, or ``None`` if it is not a drug name known anywhere.
-        ``allow_typo=False`` skips the typo search (the screener bounds searches per row)."""
+        ``allow_typo=False`` skips the typo search (the screener bounds searches per row);
+        ``allow_partial=False`` refuses a leading name with other words after it (a comment in
+        parentheses, "aspirin allergy", is not a drug the patient takes)."""
         cleaned = clean(name)
         if not cleaned:
             return None
@@ -160,7 +205,7 @@ class Resolver:
                 found = self._exact(bare)
         if found is None:
             found = self._combination(cleaned)
-        if found is None:
+        if found is None and allow_partial:
             found = self._leading_name(cleaned)
         if found is not None:
             return _with_name(found, name)
@@ -179,6 +224,8 @@ class Resolver:
                 continue
             same = {*found.generics, *found.not_covered}
             rest = words[size:]
+            if _VARIANT_WORDS.intersection(rest):
+                return None  # "Advil Cold and Sinus", "Motrin PM": more ingredients, unknown
             for i in range(len(rest)):
                 for j in range(i + 1, min(i + 4, len(rest)) + 1):
                     named = self._drugs_in(" ".join(rest[i:j]))
@@ -211,8 +258,14 @@ class Resolver:
             for variant in _variants(stripped):
                 known = self._known.get(variant)
                 if known is not None:
-                    method: Method = "salt" if known.method != "ambiguous" else "ambiguous"
-                    return _from_known(name, known, method)
+                    if known.method == "ambiguous":
+                        # "magnesium sulfate": a salt of its own, not one of the candidates
+                        # (magnesium oxide or hydroxide); recognised, not covered
+                        canonical = self._lexicon.get(name)
+                        if canonical is not None:
+                            return self._from_lexicon(name, canonical)
+                        return Resolution(name, (), (name,), "salt")
+                    return _from_known(name, known, "salt")
         for candidate in (name, stripped):
             canonical = self._lexicon.get(candidate)
             if canonical is not None:
@@ -224,13 +277,17 @@ class Resolver:
         covered generic or recognised but not covered."""
         generics: list[str] = []
         not_covered: list[str] = []
-        for component in canonical.split("/"):
+        for component in _LEXICON_PARTS.split(canonical):
             # "paclitaxel (with polyoxyethylated castor oil)": the drug, not its formulation
             component = _FORMULATION.sub("", component).strip()
-            known = self._known.get(component) or self._known.get(
-                _strip_salts(component, self._known)
-            )
-            if known is not None and known.method != "ambiguous":
+            if not component:
+                continue
+            known = self._known.get(component)
+            if known is None:  # a salt of a covered drug; not of an ambiguous name
+                known = self._known.get(_strip_salts(component, self._known))
+                if known is not None and known.method == "ambiguous":
+                    known = None
+            if known is not None:
                 _extend(generics, known.generics)
             else:
                 _extend(not_covered, (component,))

@@ -162,7 +162,7 @@ class Screener:
         generics = list(supplied_by)
         findings: list[Finding] = []
         for a, b in combinations(generics, 2):
-            if _one_product(supplied_by[a], supplied_by[b]):
+            if _one_product(supplied_by[a], supplied_by[b], entries):
                 continue
             rule = self._rule_for_forms(a, b, entries, supplied_by)
             if rule is not None:
@@ -189,8 +189,10 @@ class Screener:
     def _entry(self, text: str, budget: list[int]) -> Entry:
         parsed = parse_medication(text)
         resolutions: list[Resolution] = []
-        for position, name in enumerate(parsed.names):
-            found = self.resolver.resolve(name, allow_typo=False)
+        whole = self.resolver.exact_name(text)  # "Tylenol 3", "oral contraceptive": one name
+        names = (whole.name,) if whole is not None else parsed.names
+        for position, name in enumerate(names):
+            found = self.resolver.resolve(name, allow_typo=False, allow_partial=position == 0)
             if found is None and position == 0 and budget[0] > 0:
                 budget[0] -= 1  # only the main name may be a misspelling, not a comment
                 found = self.resolver.resolve(name)
@@ -248,10 +250,14 @@ def _takes_form(side: Any, entries: list[Entry], sources: set[int]) -> bool:
     return any(entries[i].parsed.form in (None, *side.forms) for i in sources)
 
 
-def _one_product(a: set[int], b: set[int]) -> bool:
-    """Both drugs come only from one and the same string: the components of one combination
-    product (Suboxone, Paxlovid), combined on purpose and not screened against each other."""
-    return len(a) == 1 and a == b
+def _one_product(a: set[int], b: set[int], entries: list[Entry]) -> bool:
+    """Both drugs come only from one and the same string, and that string names a product
+    (Suboxone, Paxlovid, Zestoretic): its components are combined on purpose and not screened
+    against each other. Two drugs written together ("warfarin and aspirin") are screened."""
+    if len(a) != 1 or a != b:
+        return False
+    (index,) = a
+    return all(r.method in ("product", "lexicon") for r in entries[index].resolutions)
 
 
 def _unique(items: Any) -> list[str]:
