@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from itertools import combinations
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,7 +45,7 @@ __all__ = [
 Severity = Literal["contraindicated", "major", "moderate", "minor"]
 SEVERITY_RANK: Mapping[str, int] = {"minor": 1, "moderate": 2, "major": 3, "contraindicated": 4}
 LocalRoute = Literal["topical", "ophthalmic", "otic", "vaginal"]
-LOCAL_ROUTES: frozenset[str] = frozenset(LocalRoute.__args__)  # type: ignore[attr-defined]
+LOCAL_ROUTES: frozenset[str] = frozenset(get_args(LocalRoute))
 """Routes whose products are not screened as systemic exposure (unless a label says so)."""
 
 _Generic = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9 .,'-]*$")

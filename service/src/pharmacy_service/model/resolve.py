@@ -172,6 +172,12 @@ class Resolver:
         for variant in _variants(clean(name)):
             self._known.setdefault(variant, known)
 
+    def correct(self, name: str) -> Resolution | None:
+        """A misspelling read as the one drug clearly closest to it, or ``None`` (the typo
+        search alone: call it after :meth:`resolve` found nothing)."""
+        cleaned = clean(name)
+        return self._typo(name, cleaned) if cleaned else None
+
     def exact_name(self, text: str) -> Resolution | None:
         """The whole text as one name, exactly (``Tylenol 3``, ``Humulin 70/30``, ``oral
         contraceptive``), before the parser splits it into a name and its attributes."""

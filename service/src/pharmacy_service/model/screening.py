@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase
+from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase, RuleSide
 from .medstrings import ParsedMedication, parse_medication
 from .resolve import Resolution, Resolver
 
@@ -153,8 +153,13 @@ class Screener:
         self.resolver = Resolver(knowledge)
 
     def screen(self, medications: list[str]) -> ScreeningResult:
-        budget = [MAX_TYPO_SEARCHES]
-        entries = [self._entry(text, budget) for text in medications if text.strip()]
+        entries: list[Entry] = []
+        searches_left = MAX_TYPO_SEARCHES
+        for text in medications:
+            if text.strip():
+                resolutions, parsed, searched = self._resolve(text, searches_left > 0)
+                searches_left -= searched
+                entries.append(self._entry(parsed, resolutions))
         supplied_by: dict[str, set[int]] = {}  # generic -> the entries that supply it
         for index, entry in enumerate(entries):
             for generic in entry.screened:
@@ -186,24 +191,30 @@ class Screener:
             excluded |= {rule.id}
         return None
 
-    def _entry(self, text: str, budget: list[int]) -> Entry:
+    def _resolve(
+        self, text: str, may_search: bool
+    ) -> tuple[list[Resolution], ParsedMedication, bool]:
+        """The string's resolutions, its parsed fields, and whether a typo search was spent."""
         parsed = parse_medication(text)
-        resolutions: list[Resolution] = []
         whole = self.resolver.exact_name(text)  # "Tylenol 3", "oral contraceptive": one name
-        names = (whole.name,) if whole is not None else parsed.names
-        for position, name in enumerate(names):
+        if whole is not None:
+            return [whole], parsed, False
+        resolutions: list[Resolution] = []
+        searched = False
+        for position, name in enumerate(parsed.names):
             found = self.resolver.resolve(name, allow_typo=False, allow_partial=position == 0)
-            if found is None and position == 0 and budget[0] > 0:
-                budget[0] -= 1  # only the main name may be a misspelling, not a comment
-                found = self.resolver.resolve(name)
+            if found is None and position == 0 and may_search:
+                searched = True  # only the main name may be a misspelling, not a comment
+                found = self.resolver.correct(name)
             if found is None:
                 continue
-            if position == 0:
+            # After the main name, parentheses hold a generic ("norco (hydrocodone)") or a
+            # comment, which resolves to nothing.
+            if position == 0 or found.generics or found.not_covered:
                 resolutions.append(found)
-                continue
-            # "norco (hydrocodone)": a generic in parentheses; other text there is a comment
-            if found.generics or found.not_covered:
-                resolutions.append(found)
+        return resolutions, parsed, searched
+
+    def _entry(self, parsed: ParsedMedication, resolutions: list[Resolution]) -> Entry:
         if not resolutions:
             return Entry(parsed, (), "unrecognized", route=parsed.route)
         route = next((r.route for r in resolutions if r.route), None) or parsed.route
@@ -243,7 +254,7 @@ class Screener:
         return drug is None or route not in drug.local_routes_screened
 
 
-def _takes_form(side: Any, entries: list[Entry], sources: set[int]) -> bool:
+def _takes_form(side: RuleSide, entries: list[Entry], sources: set[int]) -> bool:
     """Some entry supplying the drug is in one of the side's forms, or has no form written."""
     if side.forms is None:
         return True
