@@ -255,7 +255,7 @@ _anthropic = _ClientSlot(_stainless_builder("anthropic", "AsyncAnthropic"), _clo
 
 
 def gemini_client(settings: LLMSettings) -> Any:
-    """The process's one ``genai.Client`` (built once: it costs tens of ms of CPU)."""
+    """The process's one ``genai.Client``, built once (building one is not cheap)."""
     return _gemini.get(settings)
 
 

@@ -240,18 +240,21 @@ class Resolver:
             return found
         return None
 
-    def _drugs_in(self, phrase: str) -> set[str]:
-        """The drugs a phrase names exactly (formulary or lexicon), or nothing."""
-        if len(phrase) < 3:
-            return set()
-        known = self._known.get(phrase)
+    def _drugs_of(self, name: str) -> tuple[str, ...]:
+        """The drugs an exact name (formulary or lexicon) stands for: covered generics, and the
+        lexicon's names of real drugs not covered; nothing for a name known nowhere."""
+        known = self._known.get(name)
         if known is not None:
-            return set(known.generics)
-        canonical = self._lexicon.get(phrase)
+            return known.generics
+        canonical = self._lexicon.get(name)
         if canonical is None:
-            return set()
-        found = self._from_lexicon(phrase, canonical)
-        return {*found.generics, *found.not_covered}
+            return ()
+        found = self._from_lexicon(name, canonical)
+        return (*found.generics, *found.not_covered)
+
+    def _drugs_in(self, phrase: str) -> set[str]:
+        """The drugs a phrase names exactly, or nothing (phrases under 3 letters name none)."""
+        return set(self._drugs_of(phrase)) if len(phrase) >= 3 else set()
 
     def _exact(self, name: str) -> Resolution | None:
         """A known name, the same without salt words, or a real drug from the lexicon."""
@@ -365,14 +368,7 @@ class Resolver:
 
     def _identity(self, name: str) -> tuple[str, ...]:
         """Which drug a name stands for, so that two names of one drug do not compete."""
-        known = self._known.get(name)
-        if known is not None:
-            return known.generics
-        canonical = self._lexicon.get(name, name)
-        known = self._known.get(canonical) or self._known.get(_strip_salts(canonical, self._known))
-        if known is not None:
-            return known.generics
-        return ("lexicon:" + canonical,)
+        return self._drugs_of(name) or (name,)
 
 
 def _product(product: Product) -> _Known:
