@@ -46,7 +46,11 @@ def create_app(settings: Settings | None = None) -> RequestContext:
     app.include_router(routes.predict)
     app.include_router(routes.health)
     _install_error_handlers(app)
-    return RequestContext(app, draining=lambda: state.draining)
+    return RequestContext(
+        app,
+        draining=lambda: state.draining,
+        trace_tags={"pharmacy.backend": settings.llm_backend},
+    )
 
 
 def create_app_from_env() -> RequestContext:

@@ -16,6 +16,7 @@ from modelhub.serving import AsyncExecutor, ExecutorConfig
 
 from . import metrics
 from .handler import ScoringHandler
+from .model import tracing
 from .settings import Settings
 
 __all__ = ["ServerState", "lifespan", "load_model"]
@@ -101,8 +102,25 @@ def lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMana
                 except Exception:
                     logger.warning("closing the model's LLM client failed", exc_info=True)
             AsyncExecutor.shutdown()
+            await flush_traces()
 
     return serve
+
+
+async def flush_traces(seconds: float = 5.0) -> None:
+    """Export the traces still queued, for at most ``seconds`` (the tracking server may be
+    gone); what is left then is lost, and said so."""
+    if not tracing.enabled():
+        return
+    try:
+        await asyncio.wait_for(asyncio.to_thread(tracing.flush), seconds)
+    except Exception:
+        logger.warning(
+            "traces_not_flushed: the tracking store did not take the last traces in %.0f s",
+            seconds,
+            exc_info=True,
+            extra={"event": "traces_not_flushed"},
+        )
 
 
 def drain_on_sigterm(state: ServerState) -> None:

@@ -21,7 +21,9 @@ from typing import Any, ClassVar, Protocol, Self
 
 from modelhub.serving import is_loop_error
 
+from . import tracing
 from .notes import SYSTEM_INSTRUCTION
+from .redaction import SECRET_VARIABLES, redact
 
 __all__ = [
     "BACKENDS",
@@ -46,8 +48,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5"
-SECRET_VARIABLES = ("GEMINI_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-"""The backends' API keys: never logged (see :func:`redact`)."""
 
 
 class NoteBackend(Protocol):
@@ -333,6 +333,11 @@ class GeminiBackend:
             response = await client.aio.models.generate_content(
                 model=self.settings.model, contents=prompt, config=self._config
             )
+        usage = response.usage_metadata
+        if usage is not None:
+            tracing.record_usage(
+                usage.prompt_token_count, usage.candidates_token_count, usage.total_token_count
+            )
         return _non_empty(response.text)
 
 
@@ -362,6 +367,9 @@ class OpenAIBackend:
                 temperature=0.2,
                 max_tokens=400,
             )
+        if response.usage is not None:
+            usage = response.usage
+            tracing.record_usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
         choices = response.choices or []
         return _non_empty(choices[0].message.content if choices else None)
 
@@ -388,6 +396,8 @@ class AnthropicBackend:
                 messages=[{"role": "user", "content": prompt}],
                 max_tokens=400,
             )
+        if response.usage is not None:
+            tracing.record_usage(response.usage.input_tokens, response.usage.output_tokens)
         return _non_empty(
             "".join(b.text for b in response.content if getattr(b, "type", "") == "text")
         )
@@ -438,37 +448,41 @@ def classify_error(exc: BaseException) -> str:
     return "error"
 
 
-def redact(text: str, secret: str | None = None) -> str:
-    """Remove the API keys from a message (SDK errors can echo request details)."""
-    secrets = [secret] if secret is not None else [os.environ.get(v) for v in SECRET_VARIABLES]
-    for value in secrets:
-        if value and len(value) >= 4:
-            text = text.replace(value, "[REDACTED]")
-    return text
-
-
 async def observed_call(
     backend: NoteBackend, prompt: str, observer: LLMObserver
 ) -> tuple[str | None, str | None]:
-    """Call the backend; returns ``(note, None)`` or ``(None, error_kind)``.
+    """Call the backend; returns ``(note, None)`` or ``(None, error_kind)``. Traced as one LLM
+    span that ends, state ERROR, on a failure or a cancellation.
 
     Event-loop lifecycle errors are re-raised: they are the executor's to retry.
     """
-    started = time.monotonic()
-    try:
-        text = await backend.note(prompt)
-    except Exception as exc:
-        if is_loop_error(exc):
-            raise
-        kind = classify_error(exc)
-        observer.on_llm_call(backend.name, kind, time.monotonic() - started)
-        logger.warning(
-            "llm_call_failed backend=%s kind=%s error=%s",
-            backend.name,
-            kind,
-            redact(f"{type(exc).__name__}: {exc}"),
-            extra={"event": "llm_call_failed", "backend": backend.name, "kind": kind},
-        )
-        return None, kind
-    observer.on_llm_call(backend.name, "ok", time.monotonic() - started)
+    settings = getattr(backend, "settings", None)
+    attributes = {
+        "mlflow.llm.provider": backend.name,
+        "mlflow.llm.model": getattr(settings, "model", None) or "",
+        "pharmacy.llm.max_attempts": getattr(settings, "attempts", 1),
+        "pharmacy.llm.timeout_s": getattr(settings, "timeout", 0.0),
+    }
+    with tracing.span(f"{backend.name}.note", "LLM", attributes) as span:
+        span.set_inputs({"prompt": prompt})
+        started = time.monotonic()
+        try:
+            text = await backend.note(prompt)
+        except Exception as exc:
+            if is_loop_error(exc):
+                raise
+            kind = classify_error(exc)
+            span.set_attribute("pharmacy.llm.error_kind", kind)
+            span.record_exception(exc)
+            observer.on_llm_call(backend.name, kind, time.monotonic() - started)
+            logger.warning(
+                "llm_call_failed backend=%s kind=%s error=%s",
+                backend.name,
+                kind,
+                redact(f"{type(exc).__name__}: {exc}"),
+                extra={"event": "llm_call_failed", "backend": backend.name, "kind": kind},
+            )
+            return None, kind
+        observer.on_llm_call(backend.name, "ok", time.monotonic() - started)
+        span.set_outputs({"note": text})
     return text, None

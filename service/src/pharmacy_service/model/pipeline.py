@@ -12,6 +12,7 @@ from typing import Any
 
 from modelhub.serving import request_id_var
 
+from . import tracing
 from .errors import InvalidInputError, LLMUnavailableError
 from .knowledge import KnowledgeBase
 from .llm import LLMObserver, NoteBackend, observed_call
@@ -169,7 +170,11 @@ class Pipeline:
         return self.backend.name if self.backend is not None else "template"
 
     async def run(self, rows: list[Row]) -> list[dict[str, Any]]:
-        results = [self.screener.screen(row.medications) for row in rows]
+        with tracing.span("screen", "TOOL", {"pharmacy.rows": len(rows)}) as span:
+            results = [self.screener.screen(row.medications) for row in rows]
+            if tracing.enabled():
+                span.set_outputs(_screening_summary(rows, results))
+                tracing.hide(_names_in(results), medications=True)
         if self.backend is None:
             return [
                 self._output(row, result, template_note(result, row.question), "template")
@@ -177,8 +182,8 @@ class Pipeline:
             ]
         limit = asyncio.Semaphore(self.max_concurrency)
         tasks = [
-            asyncio.ensure_future(self._llm_row(limit, row, result))
-            for row, result in zip(rows, results, strict=True)
+            asyncio.ensure_future(self._llm_row(limit, index, row, result))
+            for index, (row, result) in enumerate(zip(rows, results, strict=True))
         ]
         try:
             return await asyncio.gather(*tasks)
@@ -189,6 +194,14 @@ class Pipeline:
             raise
 
     async def _llm_row(
+        self, limit: asyncio.Semaphore, index: int, row: Row, result: ScreeningResult
+    ) -> dict[str, Any]:
+        with tracing.span("note", "CHAIN", {"pharmacy.row": index}) as span:
+            output = await self._note_row(limit, row, result)
+            span.set_attribute("pharmacy.note_source", output["note_source"])
+            return output
+
+    async def _note_row(
         self, limit: asyncio.Semaphore, row: Row, result: ScreeningResult
     ) -> dict[str, Any]:
         assert self.backend is not None
@@ -196,7 +209,9 @@ class Pipeline:
         async with limit:
             note, failure = await observed_call(self.backend, prompt, self.observer)
         if note is not None:
-            problem = grounding_problem(note, row.question, result, self.screener.resolver)
+            with tracing.span("grounding", "GUARDRAIL") as span:
+                problem = grounding_problem(note, row.question, result, self.screener.resolver)
+                span.set_outputs({"grounded": problem is None, "problem": problem})
             if problem is None:
                 return self._output(row, result, finish_llm_note(note, result), "llm")
             logger.info(
@@ -214,6 +229,7 @@ class Pipeline:
                 "strict mode forbids the template fallback.",
                 kind="timeout" if failure == "timeout" else "upstream",
             )
+        tracing.current_attribute("pharmacy.fallback_reason", failure)
         self.observer.on_fallback(self.backend.name, failure)
         logger.warning(
             "llm_fallback backend=%s reason=%s patient_id=%s request_id=%s",
@@ -242,3 +258,42 @@ class Pipeline:
             "disclaimer": DISCLAIMER,
             "medications": [entry.as_dict() for entry in result.entries],
         }
+
+
+def _screening_summary(rows: list[Row], results: list[ScreeningResult]) -> dict[str, Any]:
+    """The screen span's output: per row what was read and found (the masking processor
+    replaces patient ids, and medication names unless they may be kept)."""
+    return {
+        "rows": [
+            {
+                "patient_id": row.patient_id,
+                "medication_count": len(row.medications),
+                "medications_normalized": result.medications_normalized,
+                "interactions": [
+                    {
+                        "drug_a": f.drug_a,
+                        "drug_b": f.drug_b,
+                        "severity": f.rule.severity,
+                        "rule": f.rule.id,
+                    }
+                    for f in result.findings
+                ],
+                "highest_severity": result.highest_severity,
+                "unrecognized": result.unrecognized,
+                "not_covered": len(result.not_covered),
+            }
+            for row, result in zip(rows, results, strict=True)
+        ]
+    }
+
+
+def _names_in(results: list[ScreeningResult]) -> list[str]:
+    """Every drug name a screening read: masked in the trace wherever it appears."""
+    names: list[str] = []
+    for result in results:
+        names.extend(result.medications_normalized)
+        names.extend(result.unrecognized)
+        names.extend(c["input"] for c in result.corrections)
+        for finding in result.findings:
+            names.extend((finding.drug_a, finding.drug_b))
+    return names

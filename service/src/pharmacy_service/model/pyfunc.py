@@ -11,10 +11,11 @@ from mlflow.pyfunc.model import PythonModel
 
 from modelhub.serving import AsyncExecutor
 
+from . import tracing
 from .knowledge import KNOWLEDGE_ARTIFACTS, KnowledgeBase, KnowledgeFiles
 from .llm import BACKENDS as LLM_BACKENDS
 from .llm import NoteBackend, backend_from_env
-from .pipeline import Pipeline, parse_rows
+from .pipeline import Pipeline, Row, parse_rows
 
 __all__ = ["BACKENDS", "PharmacyModel"]
 
@@ -76,6 +77,7 @@ class PharmacyModel(PythonModel):
             )
         else:
             self.pipeline = Pipeline(knowledge, backend, strict=strict_mode)
+        tracing.setup()  # per process: this runs in each server worker, after the fork
 
     # pd.DataFrame on purpose: MLflow reads predict's type hints, and a `list[...]` hint would
     # make it pass a list of the table's first column. A DataFrame hint passes the table as is.
@@ -83,13 +85,15 @@ class PharmacyModel(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         """Screen the rows. Runs the async pipeline on modelhub's shared event loop, which is
-        what makes a module-level LLM client safe from MLflow's worker threads."""
-        rows = parse_rows(model_input)
-        timeout = (params or {}).get("timeout")  # seconds; 0 or absent: no deadline
-        result: list[dict[str, Any]] = AsyncExecutor.run_async(
-            self.pipeline.run, rows, timeout=float(timeout) if timeout else None
-        )
-        return result
+        what makes a module-level LLM client safe from MLflow's worker threads. Traced: a child
+        of the server's span, or the root of its own trace (``mlflow models serve``)."""
+        with tracing.span("predict", "CHAIN", self._span_attributes()):
+            rows = _parsed(model_input)
+            timeout = (params or {}).get("timeout")  # seconds; 0 or absent: no deadline
+            result: list[dict[str, Any]] = AsyncExecutor.run_async(
+                self.pipeline.run, rows, timeout=float(timeout) if timeout else None
+            )
+            return result
 
     async def aclose(self) -> None:
         """Close the LLM client's connections; run it on the executor's loop before shutdown:
@@ -98,5 +102,23 @@ class PharmacyModel(PythonModel):
 
     async def apredict(self, model_input: Any, params: Any = None) -> list[dict[str, Any]]:
         """The same contract as :meth:`predict`, for servers that can await it (run it on the
-        executor's loop: ``await executor.arun(model.apredict, rows)``)."""
-        return await self.pipeline.run(parse_rows(model_input))
+        executor's loop: ``await executor.arun(model.apredict, rows)``). Each of the executor's
+        attempts is its own span."""
+        with tracing.span("apredict", "CHAIN", self._span_attributes()):
+            return await self.pipeline.run(_parsed(model_input))
+
+    def _span_attributes(self) -> dict[str, Any]:
+        return {"pharmacy.backend": self.pipeline.backend_name}
+
+
+def _parsed(model_input: Any) -> list[Row]:
+    """The rows, parsed in their own span; the request's own strings are marked for masking."""
+    with tracing.span("parse_rows", "PARSER") as span:
+        rows = parse_rows(model_input)
+        span.set_outputs(
+            {"rows": len(rows), "medication_count": sum(len(row.medications) for row in rows)}
+        )
+    if tracing.enabled():
+        tracing.hide([value for row in rows for value in (row.patient_id, row.question)])
+        tracing.hide([name for row in rows for name in row.medications], medications=True)
+    return rows

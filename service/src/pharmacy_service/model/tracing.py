@@ -1,0 +1,380 @@
+"""MLflow Tracing for the screening model: opt-in, one trace per request, masked before export.
+
+On when ``MLFLOW_TRACKING_URI`` is set (``PHARMACY_TRACING=true|false`` overrides), off and at no
+cost otherwise: :func:`span` then yields a do-nothing span and MLflow's tracer is never built.
+:func:`setup` runs in each process that serves (the model's ``load_context``, which the server
+calls in every worker after gunicorn forks): MLflow's export queue is a thread, and threads do
+not survive a fork.
+
+What the project writes (not MLflow's autolog, whose gemini and anthropic patches turn a
+cancelled call into ``None`` and whose openai patch leaves its span open, so that the trace is
+never exported): a span per step, and one LLM span per note that ends, state ERROR, when a
+deadline cancels it.
+
+Masking (:func:`mask_span`, a span processor MLflow applies as each span ends, before export):
+patient ids and questions are always replaced, wherever they appear; anything that looks like a
+secret too; medication names, prompts and notes unless ``PHARMACY_TRACE_MEDICATIONS=true``.
+The experiment is MLflow's ``MLFLOW_EXPERIMENT_NAME`` (default ``pharmacy-interaction-
+screener``) or ``MLFLOW_EXPERIMENT_ID``; the sampling ratio is MLflow's
+``MLFLOW_TRACE_SAMPLING_RATIO``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from .redaction import redact
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "MASK",
+    "current_attribute",
+    "enabled",
+    "fail",
+    "flush",
+    "hide",
+    "mask_span",
+    "record_usage",
+    "setup",
+    "span",
+    "tag_trace",
+    "trace_id",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "pharmacy-interaction-screener"
+MASK = "[MASKED]"
+
+_ALWAYS_MASKED = frozenset({"patient_id", "question"})
+"""Keys whose values never leave the process."""
+_MEDICATION_KEYS = frozenset(
+    {
+        "medications",
+        "medications_normalized",
+        "interactions",
+        "corrections",
+        "unrecognized",
+        "not_covered",
+        "not_screened",
+        "duplicates",
+        "prompt",
+        "note",
+        "counseling_note",
+    }
+)
+"""Keys that hold medication names (or text written from them): kept only when allowed."""
+_SECRET = re.compile(
+    r"(?:sk-(?:ant-)?[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{30,}|"
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}|(?i:api[_-]?key)[\"'=:\s]+[A-Za-z0-9._-]{8,})"
+)
+
+_state_lock = threading.Lock()
+_setup_pid: int | None = None
+_enabled = False
+_keep_medications = False
+_sensitive: dict[str, set[str]] = {}
+"""Per trace id: the request's own strings (patient ids, questions; medication names unless
+allowed), replaced wherever they appear in that trace's spans. Dropped when the root ends."""
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether tracing is asked for: ``PHARMACY_TRACING``, else ``MLFLOW_TRACKING_URI`` set."""
+    env = os.environ if environ is None else environ
+    switch = env.get("PHARMACY_TRACING", "").strip().lower()
+    if switch in ("1", "true", "yes", "on"):
+        return True
+    if switch in ("0", "false", "no", "off"):
+        return False
+    if switch:
+        raise ValueError(f"PHARMACY_TRACING={switch!r} is invalid: use true or false.")
+    return bool(env.get("MLFLOW_TRACKING_URI", "").strip())
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={value!r} is invalid: use true or false.")
+
+
+def setup(environ: Mapping[str, str] | None = None) -> bool:
+    """Turn tracing on in this process when it is asked for; idempotent per process. The
+    tracking server being unreachable leaves tracing off here, with a warning: serving goes on.
+    Returns whether tracing is on."""
+    global _setup_pid, _enabled, _keep_medications
+    env = os.environ if environ is None else environ
+    on = wanted(env)
+    keep = _flag(env, "PHARMACY_TRACE_MEDICATIONS")
+    with _state_lock:
+        if _setup_pid == os.getpid():
+            return _enabled
+        _setup_pid, _enabled, _keep_medications = os.getpid(), False, keep
+        if not on:
+            return False
+        try:
+            import mlflow
+
+            mlflow.tracing.configure(span_processors=[mask_span])
+            if not env.get("MLFLOW_EXPERIMENT_ID"):
+                name = env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+                try:
+                    mlflow.set_experiment(name)
+                except Exception:  # noqa: BLE001 - another worker created it after our lookup
+                    mlflow.set_experiment(name)
+        except Exception as exc:  # noqa: BLE001 - any failure: serve without traces
+            logger.warning(
+                "tracing_off: the tracking store could not be set up (%s); serving without traces",
+                redact(f"{type(exc).__name__}: {exc}"),
+                extra={"event": "tracing_off"},
+            )
+            return False
+        _enabled = True
+    logger.info(
+        "tracing_on experiment=%s medications=%s",
+        env.get("MLFLOW_EXPERIMENT_ID") or env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
+        "kept" if keep else "masked",
+        extra={"event": "tracing_on"},
+    )
+    return True
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def keeps_medications() -> bool:
+    return _keep_medications
+
+
+def flush() -> None:
+    """Export the traces still queued (the server calls it at shutdown)."""
+    if _enabled:
+        import mlflow
+
+        mlflow.flush_trace_async_logging()
+
+
+class _NoSpan:
+    """What :func:`span` yields when tracing is off: every call does nothing."""
+
+    trace_id = None
+
+    def set_inputs(self, inputs: Any) -> None: ...
+    def set_outputs(self, outputs: Any) -> None: ...
+    def set_attribute(self, key: str, value: Any) -> None: ...
+    def set_attributes(self, attributes: dict[str, Any]) -> None: ...
+    def record_exception(self, exception: Exception) -> None: ...
+
+
+NO_SPAN = _NoSpan()
+
+
+@contextmanager
+def span(
+    name: str, span_type: str = "UNKNOWN", attributes: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """A child of the current span (or a root); ends with state ERROR on an exception or a
+    cancellation, which is recorded as such (MLflow's own context manager records only
+    ``Exception``\\ s: a cancelled span would end OK)."""
+    if not _enabled:
+        yield NO_SPAN
+        return
+    import mlflow
+
+    with mlflow.start_span(name, span_type=span_type, attributes=attributes) as live:
+        try:
+            yield live
+        except asyncio.CancelledError:
+            _record_cancellation(live)
+            raise
+
+
+def _record_cancellation(live: Any) -> None:
+    from mlflow.entities import SpanEvent, SpanStatus, SpanStatusCode
+
+    live.add_event(
+        SpanEvent(  # type: ignore[abstract]  # a dataclass; mypy misreads its base
+            "cancelled",
+            attributes={
+                "exception.type": "asyncio.CancelledError",
+                "exception.message": "cancelled: the request's deadline passed, or it was "
+                "cancelled",
+            },
+        )
+    )
+    live.set_status(SpanStatus(SpanStatusCode.ERROR, "cancelled"))
+
+
+def active() -> bool:
+    """Whether a span is open in this context (the server's root, usually)."""
+    if not _enabled:
+        return False
+    import mlflow
+
+    return mlflow.get_current_active_span() is not None
+
+
+def trace_id(live: Any) -> str | None:
+    """The trace id of a span :func:`span` yielded, or None when nothing is recorded (tracing
+    off, or the trace not sampled)."""
+    value = getattr(live, "trace_id", None)
+    if not value or not isinstance(value, str) or not value.startswith("tr-"):
+        return None
+    return value
+
+
+def hide(values: Iterable[str | None], *, medications: bool = False) -> None:
+    """Mark the request's own strings for masking in the current trace: patient ids and
+    questions; medication names (``medications=True``) unless they may be kept."""
+    if not _enabled or (medications and _keep_medications):
+        return
+    import mlflow
+
+    current = mlflow.get_current_active_span()
+    if current is None or trace_id(current) is None:
+        return
+    strings = {v for v in values if v and v.strip()}
+    with _state_lock:
+        _sensitive.setdefault(current.trace_id, set()).update(strings)
+
+
+def tag_trace(client_request_id: str, tags: Mapping[str, str]) -> None:
+    """The current trace's client request id and tags (searchable: ``tags.`` in MLflow)."""
+    if not _enabled:
+        return
+    import mlflow
+
+    mlflow.update_current_trace(client_request_id=client_request_id, tags=dict(tags))
+
+
+def fail(live: Any, description: str) -> None:
+    """Mark a span (a request's root) ERROR without an exception: a 5xx answer."""
+    if not _enabled or trace_id(live) is None:
+        return
+    from mlflow.entities import SpanStatus, SpanStatusCode
+
+    live.set_status(SpanStatus(SpanStatusCode.ERROR, description))
+
+
+def current_attribute(key: str, value: Any) -> None:
+    """Set an attribute on the current span, if one is recorded."""
+    if not _enabled:
+        return
+    import mlflow
+
+    current = mlflow.get_current_active_span()
+    if current is not None:
+        current.set_attribute(key, value)
+
+
+def record_usage(input_tokens: Any, output_tokens: Any, total_tokens: Any = None) -> None:
+    """The LLM call's token usage on the current span (MLflow sums it into the trace's)."""
+    if not _enabled:
+        return
+    import mlflow
+    from mlflow.tracing.constant import SpanAttributeKey
+
+    current = mlflow.get_current_active_span()
+    if current is None or not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        return
+    total = total_tokens if isinstance(total_tokens, int) else input_tokens + output_tokens
+    current.set_attribute(
+        SpanAttributeKey.CHAT_USAGE,
+        {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": total},
+    )
+
+
+# -- masking ------------------------------------------------------------------------------------
+
+
+def mask_span(span: Any) -> None:
+    """The span processor: mask inputs, outputs, the project's attributes and event attributes.
+    MLflow calls it as each span ends, before the trace is exported. It fails closed: if
+    masking fails, the span's inputs and outputs are dropped."""
+    try:
+        _mask_span(span)
+    except Exception:
+        logger.warning("masking a span failed; its inputs and outputs are dropped", exc_info=True)
+        span.set_inputs(MASK)
+        span.set_outputs(MASK)
+
+
+def _mask_span(span: Any) -> None:
+    root = span.parent_id is None
+    with _state_lock:
+        values = _sensitive.pop(span.trace_id, set()) if root else _sensitive.get(span.trace_id)
+        ordered = sorted(values or (), key=len, reverse=True)
+    pattern = (
+        re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE) if ordered else None
+    )
+    if span.inputs is not None:
+        span.set_inputs(_mask(span.inputs, pattern))
+    if span.outputs is not None:
+        span.set_outputs(_mask(span.outputs, pattern))
+    for key, value in (span.attributes or {}).items():
+        if key.startswith("mlflow."):
+            continue
+        masked = _mask({key: value}, pattern)[key]
+        if masked != value:
+            span.set_attribute(key, masked)
+    _mask_events(span, pattern)
+
+
+def _mask(value: Any, pattern: re.Pattern[str] | None) -> Any:
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            if key in _ALWAYS_MASKED and item is not None:
+                out[key] = MASK
+            elif key in _MEDICATION_KEYS and not _keep_medications and item:
+                out[key] = _summary(item)
+            else:
+                out[key] = _mask(item, pattern)
+        return out
+    if isinstance(value, list | tuple):
+        return [_mask(item, pattern) for item in value]
+    if isinstance(value, str):
+        if pattern is not None:
+            value = pattern.sub(MASK, value)
+        return _SECRET.sub("[REDACTED]", redact(value))
+    return value
+
+
+def _summary(item: Any) -> str:
+    """What a masked medication field says instead: its size, not its content."""
+    if isinstance(item, str):
+        return f"{MASK} ({len(item)} characters)"
+    if isinstance(item, list | tuple | Mapping):
+        return f"{MASK} ({len(item)} items)"
+    return MASK
+
+
+def _mask_events(span: Any, pattern: re.Pattern[str] | None) -> None:
+    """Exception messages can carry what the request held: mask the events' attributes. MLflow
+    exposes events read-only, so they are rebuilt on the OpenTelemetry span it wraps."""
+    otel: Any = getattr(span, "_span", None)
+    events = getattr(otel, "_events", None)
+    if not events:
+        return
+    from opentelemetry.sdk.trace import Event
+    from opentelemetry.sdk.util import BoundedList
+
+    rebuilt = [
+        Event(
+            event.name,
+            {k: _mask(v, pattern) for k, v in (event.attributes or {}).items()},
+            event.timestamp,
+        )
+        for event in events
+    ]
+    otel._events = BoundedList.from_seq(events._dq.maxlen, rebuilt)
