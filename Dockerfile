@@ -35,11 +35,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
+    LOGNAME=pharmacy \
     HOST=0.0.0.0 \
     PORT=8080 \
     PHARMACY_MODEL_URI=/opt/pharmacy-model \
     PHARMACY_LOG_FORMAT=json \
     PROMETHEUS_MULTIPROC_DIR=/run/prometheus
+# LOGNAME: uid 10001 has no passwd entry; MLflow's traces ask for a user name (getpass reads it).
 # Code and model stay owned by root (read-only to the server); the only writable paths are /tmp
 # and the metrics directory (mount tmpfs/emptyDir on both with a read-only root filesystem).
 COPY --from=builder /opt/venv /opt/venv

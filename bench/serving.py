@@ -36,7 +36,7 @@ from harness import cpu_seconds, free_port, launched, tree_pids
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UPSTREAM_MS = 200
-KINDS = ("mlflow", "ours", "ours (threads)", "ours (template)")
+KINDS = ("mlflow", "ours", "ours (traced)", "ours (threads)", "ours (template)")
 BODY = json.dumps(
     {"dataframe_records": [{"patient_id": "w1", "medications": ["Coumadin", "Advil"]}]}
 )
@@ -110,12 +110,19 @@ def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> It
             WEB_CONCURRENCY=str(workers),
             PHARMACY_MODEL_URI=str(model),
             PHARMACY_ASYNC_PREDICT="false" if kind == "ours (threads)" else "true",
+            PHARMACY_TRACING="true" if kind == "ours (traced)" else "false",
             PHARMACY_REQUEST_TIMEOUT="60",
             MAX_REQUESTS="0",  # no recycling: a recycled worker's CPU would leave the measurement
             PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-metrics-"),
         )
         command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
         ready_path = "/health/ready"
+        if kind == "ours (traced)":  # every request a trace, exported to a file store
+            env.update(
+                MLFLOW_TRACKING_URI=(logs / "mlruns").as_uri(),
+                MLFLOW_ALLOW_FILE_STORE="true",
+                MLFLOW_EXPERIMENT_NAME="bench-serving",
+            )
     log = logs / f"{kind.replace(' ', '_').strip('()')}-{workers}.log"
     base = f"http://127.0.0.1:{port}"
     with launched(command, env, log, base + ready_path, kind) as (process, startup):
@@ -314,7 +321,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "- `ours` awaits the model's `apredict` on the executor loop; `ours (threads)` runs the "
         "sync `predict` in its 64-thread pool; `mlflow` runs `predict` via `asyncio.to_thread`; "
         "`ours (template)` is `ours` with the template backend (no LLM call): the server's own "
-        "floor.",
+        "floor; `ours (traced)` is `ours` with MLflow Tracing on, every request a trace of 7 "
+        "spans exported (asynchronously, from the worker) to an MLflow file store.",
         "- Server CPU: all of the server's processes (master and workers), per request answered. "
         "Peak RSS and PSS: the largest single process of the server while wrk runs (PSS shares "
         "the preloaded master's pages among the processes that map them).",
@@ -380,6 +388,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"- Two workers, 100 connections: {two['rps']:.0f} req/s against MLflow's "
             f"{two_theirs['rps']:.0f} ({two['rps'] / two_theirs['rps']:.1f}x; aim 400 req/s, "
             f"{100 * two['rps'] / 500:.0f}% of the ceiling; wrk and the stub share the two cores)"
+        )
+    traced = medians.get((1, 100, "ours (traced)"))
+    if ours and traced:
+        lines.append(
+            f"- Tracing on (one worker, 100 connections): {traced['server_cpu_ms']:.1f} ms of CPU "
+            f"per request against {ours['server_cpu_ms']:.1f} ms off "
+            f"(+{traced['server_cpu_ms'] - ours['server_cpu_ms']:.1f} ms, "
+            f"{traced['server_cpu_ms'] / ours['server_cpu_ms']:.2f}x); {traced['rps']:.0f} req/s "
+            f"against {ours['rps']:.0f}; p99 {traced['p99_ms']:.0f} ms against "
+            f"{ours['p99_ms']:.0f} ms; errors {traced['errors']:.0f}"
         )
     floor = medians.get((1, 100, "ours (template)"))
     if floor:

@@ -15,9 +15,13 @@ from tests.support.gunicorn import BIN
 
 
 @contextmanager
-def run_mlflow_serve(model_dir: Path, log: Path, *, workers: int = 1) -> Iterator[str]:
+def run_mlflow_serve(
+    model_dir: Path, log: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PHARMACY_", "GEMINI_"))}
+    env.update(extra)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # it runs `uvicorn` from PATH
     with log.open("w") as out:
         process = subprocess.Popen(

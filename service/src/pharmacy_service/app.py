@@ -56,13 +56,14 @@ def create_app(settings: Settings | None = None) -> RequestContext:
 def create_app_from_env() -> RequestContext:
     """gunicorn's entry point: settings from the environment, logging configured once."""
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
     # What loading the model imports: under gunicorn's preload_app this runs once, in the
-    # master, and every worker forks with it. No thread is started by these imports.
+    # master, and every worker forks with it. No thread is started by these imports. Before
+    # logging is configured: mlflow sets up its own logger when imported, and ours replaces it.
     import google.genai  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
     import pandas  # noqa: F401
 
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
 
 

@@ -154,6 +154,8 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
             "gunicorn.access": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},
             "google_genai": {"level": "WARNING"},
-            "mlflow": {"level": "WARNING"},
+            # MLflow gives its logger a plain-text handler when imported: ours replaces it
+            # (the app imports mlflow before configuring logging).
+            "mlflow": {"handlers": [], "propagate": True, "level": "WARNING"},
         },
     }

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -107,45 +108,76 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ValueError(f"{name}={value!r} is invalid: use true or false.")
 
 
-def setup(environ: Mapping[str, str] | None = None) -> bool:
-    """Turn tracing on in this process when it is asked for; idempotent per process. The
-    tracking server being unreachable leaves tracing off here, with a warning: serving goes on.
-    Returns whether tracing is on."""
+RETRY_SECONDS = 30.0
+"""How often a worker tries again to reach a tracking store it could not reach."""
+
+
+def setup(environ: Mapping[str, str] | None = None, *, wait: float = 10.0) -> bool:
+    """Turn tracing on in this process when it is asked for; idempotent per process.
+
+    The experiment is looked up (or created) by a background thread: start-up waits for it at
+    most ``wait`` seconds. A tracking store that cannot be reached (or an experiment id it does
+    not have) leaves tracing off, with a warning, and serving goes on; the thread tries again
+    every :data:`RETRY_SECONDS` and turns tracing on when it succeeds. Returns whether tracing
+    is on now."""
     global _setup_pid, _enabled, _keep_medications
-    env = os.environ if environ is None else environ
+    env = dict(os.environ if environ is None else environ)
     on = wanted(env)
     keep = _flag(env, "PHARMACY_TRACE_MEDICATIONS")
     with _state_lock:
         if _setup_pid == os.getpid():
             return _enabled
         _setup_pid, _enabled, _keep_medications = os.getpid(), False, keep
-        if not on:
-            return False
-        try:
-            import mlflow
+    if not on:
+        return False
+    import mlflow
 
-            mlflow.tracing.configure(span_processors=[mask_span])
-            if not env.get("MLFLOW_EXPERIMENT_ID"):
-                name = env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    mlflow.tracing.configure(span_processors=[mask_span])
+    first_try = threading.Event()
+    threading.Thread(
+        target=_connect, args=(env, first_try), name="tracing-setup", daemon=True
+    ).start()
+    first_try.wait(wait)
+    return _enabled
+
+
+def _connect(env: Mapping[str, str], first_try: threading.Event) -> None:
+    """Resolve the experiment until it works, then turn tracing on."""
+    global _enabled
+    import mlflow
+
+    experiment_id = env.get("MLFLOW_EXPERIMENT_ID")
+    name = env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    while True:
+        try:
+            if experiment_id:
+                mlflow.set_experiment(experiment_id=experiment_id)  # raises if it does not exist
+            else:
                 try:
                     mlflow.set_experiment(name)
                 except Exception:  # noqa: BLE001 - another worker created it after our lookup
                     mlflow.set_experiment(name)
-        except Exception as exc:  # noqa: BLE001 - any failure: serve without traces
+        except Exception as exc:  # noqa: BLE001 - any failure: serve without traces for now
             logger.warning(
-                "tracing_off: the tracking store could not be set up (%s); serving without traces",
+                "tracing_off: the tracking store could not be set up (%s); serving without "
+                "traces, trying again in %.0f s",
                 redact(f"{type(exc).__name__}: {exc}"),
+                RETRY_SECONDS,
                 extra={"event": "tracing_off"},
             )
-            return False
-        _enabled = True
-    logger.info(
-        "tracing_on experiment=%s medications=%s",
-        env.get("MLFLOW_EXPERIMENT_ID") or env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
-        "kept" if keep else "masked",
-        extra={"event": "tracing_on"},
-    )
-    return True
+            first_try.set()
+            time.sleep(RETRY_SECONDS)
+            continue
+        with _state_lock:
+            _enabled = True
+        logger.info(
+            "tracing_on experiment=%s medications=%s",
+            experiment_id or name,
+            "kept" if _keep_medications else "masked",
+            extra={"event": "tracing_on"},
+        )
+        first_try.set()
+        return
 
 
 def enabled() -> bool:
@@ -328,6 +360,13 @@ def _mask_span(span: Any) -> None:
         if masked != value:
             span.set_attribute(key, masked)
     _mask_events(span, pattern)
+    status = span.status
+    if status is not None and status.description:
+        masked = _mask(status.description, pattern)
+        if masked != status.description:
+            from mlflow.entities import SpanStatus
+
+            span.set_status(SpanStatus(status.status_code, masked))
 
 
 def _mask(value: Any, pattern: re.Pattern[str] | None) -> Any:

@@ -1,0 +1,109 @@
+"""The saved model with tracing on, in a fresh process (tracing is set up once per process):
+
+- ``python -m tests.support.traced_predictions MODEL predict``: rows as JSON on stdin; prints
+  the predictions and the id of the trace ``predict`` opened (it is the root: no server here);
+- ``python -m tests.support.traced_predictions MODEL timeouts N``: N predictions whose deadline
+  passes while their LLM calls wait, from 20 threads; prints how they ended, the traces still
+  held in memory, and how much memory MLflow's and OpenTelemetry's code holds after the first
+  200 and after all N.
+
+The environment says where traces go (``MLFLOW_TRACKING_URI``) and where the LLM is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ROW = {"patient_id": "P-LEAK-1", "medications": ["warfarin", "aspirin"]}
+
+
+def run_traced(model: Path, args: list[str], env: dict[str, str], stdin: str = "") -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.traced_predictions", str(model), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"traced process failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _held_by_tracing(snapshot: tracemalloc.Snapshot) -> int:
+    kept = snapshot.filter_traces(
+        [
+            tracemalloc.Filter(True, "*/mlflow/*"),
+            tracemalloc.Filter(True, "*/opentelemetry/*"),
+        ]
+    )
+    return sum(stat.size for stat in kept.statistics("filename"))
+
+
+def _timeouts(model: Any, count: int) -> dict[str, Any]:
+    import pandas as pd
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    from modelhub.serving import AsyncExecutor
+
+    outcomes: dict[str, int] = {}
+
+    def one(_: int) -> None:
+        try:
+            model.predict(pd.DataFrame([ROW]), params={"timeout": 0.02})
+            kind = "ok"
+        except TimeoutError:
+            kind = "timeout"
+        except Exception as exc:  # noqa: BLE001 - counted and reported by kind
+            kind = type(exc).__name__
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    tracemalloc.start()
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(one, range(200)))
+        warm = _held_by_tracing(tracemalloc.take_snapshot())
+        list(pool.map(one, range(count - 200)))
+    import mlflow
+
+    mlflow.flush_trace_async_logging()
+    after = _held_by_tracing(tracemalloc.take_snapshot())
+    AsyncExecutor.run_async(model.unwrap_python_model().aclose)
+    return {
+        "outcomes": outcomes,
+        "traces_in_memory": len(InMemoryTraceManager.get_instance()._traces),  # type: ignore[no-untyped-call]
+        "held_after_200": warm,
+        "held_after_all": after,
+    }
+
+
+def main() -> None:
+    import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from modelhub.serving import AsyncExecutor
+
+    model = mlflow.pyfunc.load_model(sys.argv[1])
+    if sys.argv[2] == "predict":
+        predictions = model.predict(pd.DataFrame(json.load(sys.stdin)))
+        trace_id = mlflow.get_last_active_trace_id()
+        mlflow.flush_trace_async_logging()
+        AsyncExecutor.run_async(model.unwrap_python_model().aclose)
+        sys.stdout.write(json.dumps({"trace_id": trace_id, "predictions": predictions}) + "\n")
+    else:
+        sys.stdout.write(json.dumps(_timeouts(model, int(sys.argv[3]))) + "\n")
+
+
+if __name__ == "__main__":
+    main()
