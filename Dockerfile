@@ -36,12 +36,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     LOGNAME=pharmacy \
+    MLFLOW_DISABLE_TELEMETRY=true \
     HOST=0.0.0.0 \
     PORT=8080 \
     PHARMACY_MODEL_URI=/opt/pharmacy-model \
     PHARMACY_LOG_FORMAT=json \
     PROMETHEUS_MULTIPROC_DIR=/run/prometheus
 # LOGNAME: uid 10001 has no passwd entry; MLflow's traces ask for a user name (getpass reads it).
+# MLFLOW_DISABLE_TELEMETRY: no usage events from these processes to MLflow's servers.
 # Code and model stay owned by root (read-only to the server); the only writable paths are /tmp
 # and the metrics directory (mount tmpfs/emptyDir on both with a read-only root filesystem).
 COPY --from=builder /opt/venv /opt/venv

@@ -36,7 +36,14 @@ from harness import cpu_seconds, free_port, launched, tree_pids
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UPSTREAM_MS = 200
-KINDS = ("mlflow", "ours", "ours (traced)", "ours (threads)", "ours (template)")
+KINDS = (
+    "mlflow",
+    "ours",
+    "ours (traced)",
+    "ours (traced 10%)",
+    "ours (threads)",
+    "ours (template)",
+)
 BODY = json.dumps(
     {"dataframe_records": [{"patient_id": "w1", "medications": ["Coumadin", "Advil"]}]}
 )
@@ -76,7 +83,9 @@ class Server:
 
 
 @contextmanager
-def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> Iterator[Server]:
+def start(
+    kind: str, model: Path, workers: int, stub_url: str, logs: Path, tracking_uri: str
+) -> Iterator[Server]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PHARMACY_", "GEMINI_"))}
     env.update(
@@ -85,6 +94,7 @@ def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> It
         GEMINI_BASE_URL=stub_url,
         PHARMACY_LLM_TIMEOUT="10",
         PHARMACY_LOG_LEVEL="WARNING",
+        MLFLOW_DISABLE_TELEMETRY="true",  # no events to MLflow's servers, from either server
     )
     if kind == "mlflow":
         command = [
@@ -110,23 +120,49 @@ def start(kind: str, model: Path, workers: int, stub_url: str, logs: Path) -> It
             WEB_CONCURRENCY=str(workers),
             PHARMACY_MODEL_URI=str(model),
             PHARMACY_ASYNC_PREDICT="false" if kind == "ours (threads)" else "true",
-            PHARMACY_TRACING="true" if kind == "ours (traced)" else "false",
+            PHARMACY_TRACING="true" if kind.startswith("ours (traced") else "false",
             PHARMACY_REQUEST_TIMEOUT="60",
             MAX_REQUESTS="0",  # no recycling: a recycled worker's CPU would leave the measurement
             PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-metrics-"),
         )
         command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
         ready_path = "/health/ready"
-        if kind == "ours (traced)":  # every request a trace, exported to a file store
+        if kind.startswith("ours (traced"):  # each request a trace (or one in ten), exported
             env.update(
-                MLFLOW_TRACKING_URI=(logs / "mlruns").as_uri(),
+                MLFLOW_TRACKING_URI=tracking_uri,
                 MLFLOW_ALLOW_FILE_STORE="true",
                 MLFLOW_EXPERIMENT_NAME="bench-serving",
+                MLFLOW_TRACE_SAMPLING_RATIO="0.1" if kind == "ours (traced 10%)" else "1.0",
             )
     log = logs / f"{kind.replace(' ', '_').strip('()')}-{workers}.log"
     base = f"http://127.0.0.1:{port}"
     with launched(command, env, log, base + ready_path, kind) as (process, startup):
         yield Server(kind, base, process, startup)
+
+
+@contextmanager
+def tracking_server(mlflow: Path, work: Path) -> Iterator[str]:
+    """An MLflow tracking server on 127.0.0.1 (SQLite store), as the compose registry runs it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    command = [
+        str(mlflow),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(work / "mlflow-artifacts"),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with launched(command, env, work / "mlflow-server.log", f"{base}/health", "mlflow server", 180):
+        yield base
 
 
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -183,6 +219,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--connections", type=int, nargs="+", default=[20, 100, 200])
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "serving.md")
+    parser.add_argument(
+        "--mlflow-server",
+        type=Path,
+        help="an `mlflow` executable from a full MLflow install (the image's registry stage: "
+        "pip install -r requirements/runtime.txt -r requirements/registry.txt): the traced "
+        "server exports to this tracking server on 127.0.0.1; without it, to a file store",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.stderr.write("wrk is needed: apt-get install -y wrk\n")
@@ -213,6 +256,10 @@ def main() -> int:
     stub_url = f"http://127.0.0.1:{stub_port}"
     results: list[dict[str, Any]] = []
     kinds = list(KINDS)
+    outer = ExitStack()
+    tracking_uri = (work / "mlruns").as_uri()
+    if args.mlflow_server:
+        tracking_uri = outer.enter_context(tracking_server(args.mlflow_server, work))
     try:
         for _ in range(100):
             try:
@@ -224,7 +271,9 @@ def main() -> int:
             for workers in args.workers:
                 with ExitStack() as stack:
                     servers = {
-                        k: stack.enter_context(start(k, model, workers, stub_url, work))
+                        k: stack.enter_context(
+                            start(k, model, workers, stub_url, work, tracking_uri)
+                        )
                         for k in kinds
                     }
                     for connections in args.connections:
@@ -259,6 +308,7 @@ def main() -> int:
     finally:
         stub.terminate()
         stub.wait(10)
+        outer.close()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(results, args.output.with_suffix(".png"))
     args.output.write_text(report(results, args))
@@ -313,7 +363,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"({os.cpu_count()} cores); Python {platform.python_version()}",
         f"- mlflow-skinny {version('mlflow-skinny')}, gunicorn {version('gunicorn')}, "
         f"uvicorn {version('uvicorn')}, google-genai {version('google-genai')}",
-        f"- Command: `python bench/serving.py --duration {args.duration} --rounds {args.rounds}`",
+        f"- Command: `python bench/serving.py --duration {args.duration} --rounds {args.rounds}"
+        f"{' --mlflow-server PATH' if args.mlflow_server else ''}`",
         f"- Load: `wrk -t1 -cN -d{args.duration}s --latency --timeout 10s` POSTing one row "
         "(warfarin + ibuprofen) to /invocations; the model's gemini backend calls the stub "
         f"(real google-genai SDK), which answers after {UPSTREAM_MS} ms. Servers interleaved "
@@ -321,8 +372,14 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "- `ours` awaits the model's `apredict` on the executor loop; `ours (threads)` runs the "
         "sync `predict` in its 64-thread pool; `mlflow` runs `predict` via `asyncio.to_thread`; "
         "`ours (template)` is `ours` with the template backend (no LLM call): the server's own "
-        "floor; `ours (traced)` is `ours` with MLflow Tracing on, every request a trace of 7 "
-        "spans exported (asynchronously, from the worker) to an MLflow file store.",
+        "floor; `ours (traced)` is `ours` with MLflow Tracing on, every request a trace of 6 "
+        "spans (`ours (traced 10%)`: one request in ten, MLFLOW_TRACE_SAMPLING_RATIO=0.1) exported (asynchronously, from the worker) to "
+        + (
+            "an MLflow tracking server (`mlflow server`, SQLite store, one worker) on the same "
+            "two cores: its own CPU is not in the server CPU column."
+            if args.mlflow_server
+            else "an MLflow file store."
+        ),
         "- Server CPU: all of the server's processes (master and workers), per request answered. "
         "Peak RSS and PSS: the largest single process of the server while wrk runs (PSS shares "
         "the preloaded master's pages among the processes that map them).",
@@ -389,16 +446,17 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{two_theirs['rps']:.0f} ({two['rps'] / two_theirs['rps']:.1f}x; aim 400 req/s, "
             f"{100 * two['rps'] / 500:.0f}% of the ceiling; wrk and the stub share the two cores)"
         )
-    traced = medians.get((1, 100, "ours (traced)"))
-    if ours and traced:
-        lines.append(
-            f"- Tracing on (one worker, 100 connections): {traced['server_cpu_ms']:.1f} ms of CPU "
-            f"per request against {ours['server_cpu_ms']:.1f} ms off "
-            f"(+{traced['server_cpu_ms'] - ours['server_cpu_ms']:.1f} ms, "
-            f"{traced['server_cpu_ms'] / ours['server_cpu_ms']:.2f}x); {traced['rps']:.0f} req/s "
-            f"against {ours['rps']:.0f}; p99 {traced['p99_ms']:.0f} ms against "
-            f"{ours['p99_ms']:.0f} ms; errors {traced['errors']:.0f}"
-        )
+    for label in ("ours (traced)", "ours (traced 10%)"):
+        traced = medians.get((1, 100, label))
+        if ours and traced:
+            lines.append(
+                f"- {label} (one worker, 100 connections): {traced['server_cpu_ms']:.1f} ms of "
+                f"CPU per request against {ours['server_cpu_ms']:.1f} ms untraced "
+                f"(+{traced['server_cpu_ms'] - ours['server_cpu_ms']:.1f} ms, "
+                f"{traced['server_cpu_ms'] / ours['server_cpu_ms']:.2f}x); {traced['rps']:.0f} "
+                f"req/s against {ours['rps']:.0f}; p99 {traced['p99_ms']:.0f} ms against "
+                f"{ours['p99_ms']:.0f} ms; errors {traced['errors']:.0f}"
+            )
     floor = medians.get((1, 100, "ours (template)"))
     if floor:
         lines.append(

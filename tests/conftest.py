@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,10 @@ from typing import Any
 import pytest
 
 from modelhub.serving import AsyncExecutor, ExecutorConfig, ExecutorHooks
+
+# MLflow's usage telemetry would send events to MLflow's servers from this process and the
+# servers it starts: the tests' traffic stays on 127.0.0.1.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 class SleepRecorder:

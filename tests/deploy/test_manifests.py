@@ -150,6 +150,36 @@ def test_prod_reads_the_api_key_from_a_secret_and_commits_no_secret() -> None:
         assert not [k for k in config_map(overlay) if re.search("KEY|TOKEN|SECRET|PASSWORD", k)]
 
 
+@pytest.mark.parametrize("overlay", ["prod", "canary"])
+def test_traces_go_to_the_tracking_server_the_network_policy_lets_them_reach(
+    overlay: str,
+) -> None:
+    """The tracing component: the tracking URI's host and port are an egress the pods have
+    (a NetworkPolicy that forgot it would leave tracing off, with a warning every 30 s)."""
+    from urllib.parse import urlsplit
+
+    from pharmacy_service.model.tracing import wanted
+
+    data = config_map(overlay)
+    assert wanted(data)  # on, by MLFLOW_TRACKING_URI
+    assert 0 < float(data["MLFLOW_TRACE_SAMPLING_RATIO"]) <= 1
+    url = urlsplit(data["MLFLOW_TRACKING_URI"])
+    namespace = (url.hostname or "").split(".")[1]  # <service>.<namespace>.svc...
+    (policy,) = of_kind(rendered(f"overlays/{overlay}"), "NetworkPolicy")
+    allowed = [
+        rule
+        for rule in policy["spec"]["egress"]
+        if {"port": url.port, "protocol": "TCP"} in rule.get("ports", [])
+        and any(
+            peer.get("namespaceSelector", {}).get("matchLabels", {})
+            == {"kubernetes.io/metadata.name": namespace}
+            for peer in rule.get("to", [])
+        )
+    ]
+    assert allowed, f"no egress to {namespace}:{url.port} for {data['MLFLOW_TRACKING_URI']}"
+    assert "MLFLOW_TRACKING_URI" not in config_map("dev")  # dev has no tracking server
+
+
 # -- the Deployment's promises --------------------------------------------------------------
 
 

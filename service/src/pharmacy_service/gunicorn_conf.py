@@ -27,6 +27,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _server.prometheus_multiproc_dir or tem
 )
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
+# MLflow's usage telemetry sends events to MLflow's servers from every process that imports it:
+# a server holding patient data does not, unless its operator sets this to false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 wsgi_app = "pharmacy_service.app:create_app_from_env()"
 # uvicorn's worker, with JSON logging after preload, enforced HTTP limits, and recycling that
 # drains (see the module's docstring).

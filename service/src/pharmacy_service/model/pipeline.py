@@ -209,9 +209,11 @@ class Pipeline:
         async with limit:
             note, failure = await observed_call(self.backend, prompt, self.observer)
         if note is not None:
-            with tracing.span("grounding", "GUARDRAIL") as span:
-                problem = grounding_problem(note, row.question, result, self.screener.resolver)
-                span.set_outputs({"grounded": problem is None, "problem": problem})
+            problem = grounding_problem(note, row.question, result, self.screener.resolver)
+            # On the row's span, not a span of its own: each span costs the request CPU.
+            tracing.current_attribute("pharmacy.grounded", problem is None)
+            if problem is not None:
+                tracing.current_attribute("pharmacy.grounding_problem", problem)
             if problem is None:
                 return self._output(row, result, finish_llm_note(note, result), "llm")
             logger.info(

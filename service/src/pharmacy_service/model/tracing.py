@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -133,6 +134,8 @@ def setup(environ: Mapping[str, str] | None = None, *, wait: float = 10.0) -> bo
     import mlflow
 
     mlflow.tracing.configure(span_processors=[mask_span])
+    if "IPython" not in sys.modules:  # a server: nobody to show traces to in a notebook cell
+        mlflow.tracing.disable_notebook_display()  # type: ignore[no-untyped-call]
     first_try = threading.Event()
     threading.Thread(
         target=_connect, args=(env, first_try), name="tracing-setup", daemon=True
