@@ -344,6 +344,19 @@ def test_each_backend_writes_its_llm_span_and_predict_is_a_root_of_its_own(
     assert QUESTION not in exported
 
 
+def test_a_bad_sampling_ratio_is_refused_when_the_model_loads(
+    built_model: Path, store: str, llm: StubServer
+) -> None:
+    env = {**tracing_env(store, llm), "MLFLOW_TRACE_SAMPLING_RATIO": "2"}
+    with pytest.raises(RuntimeError, match=r"MLFLOW_TRACE_SAMPLING_RATIO='2' is invalid"):
+        run_traced(
+            built_model,
+            ["predict"],
+            env,
+            json.dumps([{"patient_id": "P", "medications": ["warfarin"]}]),
+        )
+
+
 def test_mlflow_models_serve_gets_a_trace_per_request(
     built_model: Path, store: str, llm: StubServer, tmp_path: Path
 ) -> None:
@@ -388,6 +401,7 @@ def test_a_thousand_timed_out_predictions_leave_no_span_open(
         llm.config = previous
     assert report["outcomes"] == {"timeout": 1000}
     assert report["traces_in_memory"] == 0
+    assert report["masking_entries"] == 0  # the masking processor forgot each request's values
     # What MLflow's and OpenTelemetry's code holds does not grow with the requests: 800 traces
     # left open would hold several megabytes.
     assert report["held_after_all"] - report["held_after_200"] < 256 * 1024, report

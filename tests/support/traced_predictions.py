@@ -56,6 +56,7 @@ def _timeouts(model: Any, count: int) -> dict[str, Any]:
     from mlflow.tracing.trace_manager import InMemoryTraceManager
 
     from modelhub.serving import AsyncExecutor
+    from pharmacy_service.model import tracing
 
     outcomes: dict[str, int] = {}
 
@@ -82,6 +83,7 @@ def _timeouts(model: Any, count: int) -> dict[str, Any]:
     return {
         "outcomes": outcomes,
         "traces_in_memory": len(InMemoryTraceManager.get_instance()._traces),  # type: ignore[no-untyped-call]
+        "masking_entries": len(tracing._sensitive),
         "held_after_200": warm,
         "held_after_all": after,
     }

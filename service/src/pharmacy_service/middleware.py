@@ -93,7 +93,7 @@ class RequestContext:
         try:
             if route in TRACED_ROUTES and tracing.enabled():
                 attributes = {"http.route": route, "http.method": scope.get("method", "")}
-                with tracing.span(TRACED_ROUTES[route], "CHAIN", attributes) as root:
+                with tracing.request_span(TRACED_ROUTES[route], "CHAIN", attributes) as root:
                     trace_id = tracing.trace_id(root)
                     try:
                         await self.app(scope, receive, send_with_id)

@@ -87,7 +87,7 @@ class PharmacyModel(PythonModel):
         """Screen the rows. Runs the async pipeline on modelhub's shared event loop, which is
         what makes a module-level LLM client safe from MLflow's worker threads. Traced: a child
         of the server's span, or the root of its own trace (``mlflow models serve``)."""
-        with tracing.span("predict", "CHAIN", self._span_attributes()):
+        with tracing.request_span("predict", "CHAIN", self._span_attributes()):
             rows = _parsed(model_input)
             timeout = (params or {}).get("timeout")  # seconds; 0 or absent: no deadline
             result: list[dict[str, Any]] = AsyncExecutor.run_async(
@@ -104,7 +104,7 @@ class PharmacyModel(PythonModel):
         """The same contract as :meth:`predict`, for servers that can await it (run it on the
         executor's loop: ``await executor.arun(model.apredict, rows)``). Each of the executor's
         attempts is its own span."""
-        with tracing.span("apredict", "CHAIN", self._span_attributes()):
+        with tracing.request_span("apredict", "CHAIN", self._span_attributes()):
             return await self.pipeline.run(_parsed(model_input))
 
     def _span_attributes(self) -> dict[str, Any]:

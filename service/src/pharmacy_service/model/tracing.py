@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import re
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .redaction import redact
@@ -44,6 +46,7 @@ __all__ = [
     "hide",
     "mask_span",
     "record_usage",
+    "request_span",
     "setup",
     "span",
     "tag_trace",
@@ -82,6 +85,11 @@ _state_lock = threading.Lock()
 _setup_pid: int | None = None
 _enabled = False
 _keep_medications = False
+_sampling_ratio = 1.0
+_OUTSIDE, _TRACED, _NOT_SAMPLED = 0, 1, 2
+_request: ContextVar[int] = ContextVar("pharmacy_trace_request", default=_OUTSIDE)
+"""Whether the request this code serves is traced: decided once, at its root (the executor
+copies the caller's context, so its loop sees the same answer)."""
 _sensitive: dict[str, set[str]] = {}
 """Per trace id: the request's own strings (patient ids, questions; medication names unless
 allowed), replaced wherever they appear in that trace's spans. Dropped when the root ends."""
@@ -121,16 +129,22 @@ def setup(environ: Mapping[str, str] | None = None, *, wait: float = 10.0) -> bo
     not have) leaves tracing off, with a warning, and serving goes on; the thread tries again
     every :data:`RETRY_SECONDS` and turns tracing on when it succeeds. Returns whether tracing
     is on now."""
-    global _setup_pid, _enabled, _keep_medications
+    global _setup_pid, _enabled, _keep_medications, _sampling_ratio
     env = dict(os.environ if environ is None else environ)
     on = wanted(env)
     keep = _flag(env, "PHARMACY_TRACE_MEDICATIONS")
+    ratio = _ratio(env)
     with _state_lock:
         if _setup_pid == os.getpid():
             return _enabled
         _setup_pid, _enabled, _keep_medications = os.getpid(), False, keep
+        _sampling_ratio = ratio
     if not on:
         return False
+    # The sample is drawn here, at each request's root, so that a request not sampled opens no
+    # span at all; MLflow must not draw again (it would trace ratio squared).
+    if environ is None:
+        os.environ.pop("MLFLOW_TRACE_SAMPLING_RATIO", None)
     import mlflow
 
     mlflow.tracing.configure(span_processors=[mask_span])
@@ -183,6 +197,19 @@ def _connect(env: Mapping[str, str], first_try: threading.Event) -> None:
         return
 
 
+def _ratio(env: Mapping[str, str]) -> float:
+    raw = env.get("MLFLOW_TRACE_SAMPLING_RATIO", "").strip() or "1.0"
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(
+            f"MLFLOW_TRACE_SAMPLING_RATIO={raw!r} is invalid: use a number from 0 to 1."
+        )
+    return ratio
+
+
 def enabled() -> bool:
     return _enabled
 
@@ -215,13 +242,42 @@ NO_SPAN = _NoSpan()
 
 
 @contextmanager
+def request_span(
+    name: str, span_type: str = "CHAIN", attributes: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """A request's root span, where the sample is drawn (``MLFLOW_TRACE_SAMPLING_RATIO``); inside
+    a request already traced, an ordinary child span. A request not sampled opens no span."""
+    state = _request.get()
+    if not _enabled or state == _NOT_SAMPLED:
+        yield NO_SPAN
+        return
+    if state == _TRACED:
+        with span(name, span_type, attributes) as live:
+            yield live
+        return
+    sampled = _sampling_ratio >= 1.0 or random.random() < _sampling_ratio
+    token = _request.set(_TRACED if sampled else _NOT_SAMPLED)
+    try:
+        if not sampled:
+            yield NO_SPAN
+            return
+        with span(name, span_type, attributes) as live:
+            if (opened := trace_id(live)) is not None:
+                with _state_lock:  # the masking processor's list for this trace, until it ends
+                    _sensitive.setdefault(opened, set())
+            yield live
+    finally:
+        _request.reset(token)
+
+
+@contextmanager
 def span(
     name: str, span_type: str = "UNKNOWN", attributes: dict[str, Any] | None = None
 ) -> Iterator[Any]:
     """A child of the current span (or a root); ends with state ERROR on an exception or a
     cancellation, which is recorded as such (MLflow's own context manager records only
-    ``Exception``\\ s: a cancelled span would end OK)."""
-    if not _enabled:
+    ``Exception``\\ s: a cancelled span would end OK). Nothing in a request not sampled."""
+    if not _enabled or _request.get() == _NOT_SAMPLED:
         yield NO_SPAN
         return
     import mlflow
@@ -280,7 +336,10 @@ def hide(values: Iterable[str | None], *, medications: bool = False) -> None:
         return
     strings = {v for v in values if v and v.strip()}
     with _state_lock:
-        _sensitive.setdefault(current.trace_id, set()).update(strings)
+        # Only while the request's trace is open: after a deadline, code still running on the
+        # loop must not bring back the list its root's end dropped.
+        if (known := _sensitive.get(current.trace_id)) is not None:
+            known.update(strings)
 
 
 def tag_trace(client_request_id: str, tags: Mapping[str, str]) -> None:
