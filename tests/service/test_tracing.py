@@ -252,6 +252,21 @@ def test_patient_data_and_keys_are_masked_in_the_exported_trace(
     assert "[masked]" in exported
 
 
+def test_a_span_that_ends_after_its_requests_root_is_masked_whole(
+    built_model: Path, store: str, llm: StubServer
+) -> None:
+    """After a deadline, code still unwinding on the loop can end its span after the root,
+    when the request's own strings are no longer known: such a span keeps no text at all.
+    Medication names are allowed here, so only that rule can keep the patient id out."""
+    env = {**tracing_env(store, llm), "PHARMACY_TRACE_MEDICATIONS": "true"}
+    answer = run_traced(built_model, ["late"], env)
+    trace = read_trace(store, answer["trace_id"])
+    late = next(s for s in trace.data.spans if s.name == "late.note")
+    assert late.inputs == {"prompt": "[MASKED]"}
+    assert late.attributes["pharmacy.free_text"] == "[MASKED]"
+    assert "P-LEAK-1" not in trace.to_json()
+
+
 @pytest.mark.parametrize(
     "case", ["no tracking uri", "switched off", "not sampled", "tracking server unreachable"]
 )

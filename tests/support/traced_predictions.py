@@ -2,6 +2,8 @@
 
 - ``python -m tests.support.traced_predictions MODEL predict``: rows as JSON on stdin; prints
   the predictions and the id of the trace ``predict`` opened (it is the root: no server here);
+- ``python -m tests.support.traced_predictions MODEL late``: a request whose LLM span ends after
+  its root (as one still unwinding after a deadline does); prints that trace's id;
 - ``python -m tests.support.traced_predictions MODEL timeouts N``: N predictions whose deadline
   passes while their LLM calls wait, from 20 threads; prints how they ended, the traces still
   held in memory, and how much memory MLflow's and OpenTelemetry's code holds after the first
@@ -17,6 +19,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,35 +61,62 @@ def _timeouts(model: Any, count: int) -> dict[str, Any]:
     from modelhub.serving import AsyncExecutor
     from pharmacy_service.model import tracing
 
-    outcomes: dict[str, int] = {}
-
-    def one(_: int) -> None:
+    def one(_: int) -> str:
         try:
             model.predict(pd.DataFrame([ROW]), params={"timeout": 0.02})
-            kind = "ok"
         except TimeoutError:
-            kind = "timeout"
+            return "timeout"
         except Exception as exc:  # noqa: BLE001 - counted and reported by kind
-            kind = type(exc).__name__
-        outcomes[kind] = outcomes.get(kind, 0) + 1
+            return type(exc).__name__
+        return "ok"
 
+    outcomes: Counter[str] = Counter()
     tracemalloc.start()
     with ThreadPoolExecutor(20) as pool:
-        list(pool.map(one, range(200)))
+        outcomes.update(pool.map(one, range(200)))
         warm = _held_by_tracing(tracemalloc.take_snapshot())
-        list(pool.map(one, range(count - 200)))
+        outcomes.update(pool.map(one, range(count - 200)))
     import mlflow
 
     mlflow.flush_trace_async_logging()
     after = _held_by_tracing(tracemalloc.take_snapshot())
     AsyncExecutor.run_async(model.unwrap_python_model().aclose)
     return {
-        "outcomes": outcomes,
+        "outcomes": dict(outcomes),
         "traces_in_memory": len(InMemoryTraceManager.get_instance()._traces),  # type: ignore[no-untyped-call]
         "masking_entries": len(tracing._sensitive),
         "held_after_200": warm,
         "held_after_all": after,
     }
+
+
+def _late_child() -> str | None:
+    """A root that ends while its child span, started in another thread (the executor's loop,
+    in the server), is still open; the child writes the patient's id after the root ended."""
+    import contextvars
+    import threading
+
+    from pharmacy_service.model import tracing
+
+    started, root_ended = threading.Event(), threading.Event()
+
+    def child() -> None:
+        with tracing.span("late.note", "LLM") as late:
+            started.set()
+            root_ended.wait(30)
+            late.set_inputs({"prompt": f"Patient reference: {ROW['patient_id']}"})
+            late.set_attribute("pharmacy.free_text", f"written for {ROW['patient_id']}")
+            late.record_exception(RuntimeError(f"failed for {ROW['patient_id']}"))
+
+    with tracing.request_span("late-root") as root:
+        tracing.hide([str(ROW["patient_id"])])
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(child,))
+        worker.start()
+        started.wait(30)
+    root_ended.set()
+    worker.join(30)
+    return tracing.trace_id(root)
 
 
 def main() -> None:
@@ -103,6 +133,10 @@ def main() -> None:
         mlflow.flush_trace_async_logging()
         AsyncExecutor.run_async(model.unwrap_python_model().aclose)
         sys.stdout.write(json.dumps({"trace_id": trace_id, "predictions": predictions}) + "\n")
+    elif sys.argv[2] == "late":
+        trace_id = _late_child()
+        mlflow.flush_trace_async_logging()
+        sys.stdout.write(json.dumps({"trace_id": trace_id}) + "\n")
     else:
         sys.stdout.write(json.dumps(_timeouts(model, int(sys.argv[3]))) + "\n")
 

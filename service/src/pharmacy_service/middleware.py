@@ -100,6 +100,9 @@ class RequestContext:
                     finally:
                         if trace_id is not None:
                             self._close_trace(root, request_id, route, status)
+            elif route in TRACED_ROUTES:
+                with tracing.untraced():
+                    await self.app(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:

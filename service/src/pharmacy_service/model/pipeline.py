@@ -172,7 +172,7 @@ class Pipeline:
     async def run(self, rows: list[Row]) -> list[dict[str, Any]]:
         with tracing.span("screen", "TOOL", {"pharmacy.rows": len(rows)}) as span:
             results = [self.screener.screen(row.medications) for row in rows]
-            if tracing.enabled():
+            if tracing.trace_id(span) is not None:  # this request is traced (and sampled)
                 span.set_outputs(_screening_summary(rows, results))
                 tracing.hide(_names_in(results), medications=True)
         if self.backend is None:

@@ -118,7 +118,7 @@ def _parsed(model_input: Any) -> list[Row]:
         span.set_outputs(
             {"rows": len(rows), "medication_count": sum(len(row.medications) for row in rows)}
         )
-    if tracing.enabled():
+    if tracing.trace_id(span) is not None:  # this request is traced (and sampled)
         tracing.hide([value for row in rows for value in (row.patient_id, row.question)])
         tracing.hide([name for row in rows for name in row.medications], medications=True)
     return rows

@@ -51,12 +51,15 @@ __all__ = [
     "span",
     "tag_trace",
     "trace_id",
+    "untraced",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "pharmacy-interaction-screener"
 MASK = "[MASKED]"
+CANCELLED = "cancelled"
+"""A cancelled span's status description (the project's own words: never masked)."""
 
 _ALWAYS_MASKED = frozenset({"patient_id", "question"})
 """Keys whose values never leave the process."""
@@ -90,9 +93,43 @@ _OUTSIDE, _TRACED, _NOT_SAMPLED = 0, 1, 2
 _request: ContextVar[int] = ContextVar("pharmacy_trace_request", default=_OUTSIDE)
 """Whether the request this code serves is traced: decided once, at its root (the executor
 copies the caller's context, so its loop sees the same answer)."""
-_sensitive: dict[str, set[str]] = {}
-"""Per trace id: the request's own strings (patient ids, questions; medication names unless
-allowed), replaced wherever they appear in that trace's spans. Dropped when the root ends."""
+
+
+class _Masking:
+    """One trace's own strings (patient ids, questions; medication names unless allowed),
+    replaced wherever they appear in its spans, and the pattern that finds them (built once per
+    change, not at every span's end)."""
+
+    __slots__ = ("_pattern", "values")
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, strings: set[str]) -> None:
+        if not strings <= self.values:
+            self.values |= strings
+            self._pattern = None
+
+    def pattern(self) -> re.Pattern[str] | None:
+        """None when there is nothing to find; :data:`_EVERYTHING` past
+        :data:`MAX_MASKED_VALUES` (scanning for that many would cost the loop too much)."""
+        if not self.values:
+            return None
+        if len(self.values) > MAX_MASKED_VALUES:
+            return _EVERYTHING
+        if self._pattern is None:
+            ordered = sorted(self.values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+        return self._pattern
+
+
+MAX_MASKED_VALUES = 500
+_EVERYTHING = re.compile(r"(?s).+")
+"""Masks a whole string: for spans whose trace's strings are not known (a span that ended
+after its request's root) or too many to look for."""
+_sensitive: dict[str, _Masking] = {}
+"""Per trace id, from its root's start to its end."""
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -132,8 +169,9 @@ def setup(environ: Mapping[str, str] | None = None, *, wait: float = 10.0) -> bo
     global _setup_pid, _enabled, _keep_medications, _sampling_ratio
     env = dict(os.environ if environ is None else environ)
     on = wanted(env)
-    keep = _flag(env, "PHARMACY_TRACE_MEDICATIONS")
-    ratio = _ratio(env)
+    # Read (and refused when wrong) only when tracing is on: they mean nothing otherwise.
+    keep = _flag(env, "PHARMACY_TRACE_MEDICATIONS") if on else False
+    ratio = _ratio(env) if on else 1.0
     with _state_lock:
         if _setup_pid == os.getpid():
             return _enabled
@@ -242,6 +280,17 @@ NO_SPAN = _NoSpan()
 
 
 @contextmanager
+def untraced() -> Iterator[None]:
+    """A request the server does not trace (tracing was off when it arrived): nothing in it
+    starts a trace of its own, should tracing turn on meanwhile."""
+    token = _request.set(_NOT_SAMPLED)
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
+@contextmanager
 def request_span(
     name: str, span_type: str = "CHAIN", attributes: dict[str, Any] | None = None
 ) -> Iterator[Any]:
@@ -264,7 +313,7 @@ def request_span(
         with span(name, span_type, attributes) as live:
             if (opened := trace_id(live)) is not None:
                 with _state_lock:  # the masking processor's list for this trace, until it ends
-                    _sensitive.setdefault(opened, set())
+                    _sensitive.setdefault(opened, _Masking())
             yield live
     finally:
         _request.reset(token)
@@ -303,7 +352,7 @@ def _record_cancellation(live: Any) -> None:
             },
         )
     )
-    live.set_status(SpanStatus(SpanStatusCode.ERROR, "cancelled"))
+    live.set_status(SpanStatus(SpanStatusCode.ERROR, CANCELLED))
 
 
 def active() -> bool:
@@ -339,7 +388,7 @@ def hide(values: Iterable[str | None], *, medications: bool = False) -> None:
         # Only while the request's trace is open: after a deadline, code still running on the
         # loop must not bring back the list its root's end dropped.
         if (known := _sensitive.get(current.trace_id)) is not None:
-            known.update(strings)
+            known.add(strings)
 
 
 def tag_trace(client_request_id: str, tags: Mapping[str, str]) -> None:
@@ -406,11 +455,12 @@ def mask_span(span: Any) -> None:
 def _mask_span(span: Any) -> None:
     root = span.parent_id is None
     with _state_lock:
-        values = _sensitive.pop(span.trace_id, set()) if root else _sensitive.get(span.trace_id)
-        ordered = sorted(values or (), key=len, reverse=True)
-    pattern = (
-        re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE) if ordered else None
-    )
+        masking = _sensitive.pop(span.trace_id, None) if root else _sensitive.get(span.trace_id)
+        pattern = masking.pattern() if masking is not None else None
+    if masking is None and not root:
+        # A span that ended after its request's root (code still unwinding on the loop after a
+        # deadline): the request's strings are no longer known, so every text goes.
+        pattern = _EVERYTHING
     if span.inputs is not None:
         span.set_inputs(_mask(span.inputs, pattern))
     if span.outputs is not None:
@@ -423,7 +473,7 @@ def _mask_span(span: Any) -> None:
             span.set_attribute(key, masked)
     _mask_events(span, pattern)
     status = span.status
-    if status is not None and status.description:
+    if status is not None and status.description and status.description != CANCELLED:
         masked = _mask(status.description, pattern)
         if masked != status.description:
             from mlflow.entities import SpanStatus
