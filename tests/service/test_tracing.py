@@ -299,6 +299,9 @@ def test_a_request_without_a_trace_gets_no_header_and_is_served(
 def test_the_thread_pool_path_nests_under_the_same_root(
     built_model: Path, store: str, llm: StubServer, tmp_path: Path
 ) -> None:
+    """Also the shutdown: the trace is read after the server stopped, within a second or two of
+    the request, before MLflow's export would have sent it; without the worker's flush at
+    shutdown it is lost (seen: not exported within 30 s)."""
     env = {**tracing_env(store, llm), "PHARMACY_ASYNC_PREDICT": "false"}
     with run_gunicorn(built_model, tmp_path / "server.log", workers=1, env=env) as threaded:
         response = screen(threaded, [{"patient_id": PATIENT, "medications": MEDICATIONS}])
