@@ -91,6 +91,15 @@ def read_trace(store: str, trace_id: str, timeout: float = 30.0) -> Trace:
         time.sleep(0.2)
 
 
+def one_traced_request(built_model: Path, store: str, tmp_path: Path, env: dict[str, str]) -> Trace:
+    """One /v1/screen request to a one-worker server started with ``env``, answered 200; its
+    trace, read after the server stopped."""
+    with run_gunicorn(built_model, tmp_path / "server.log", workers=1, env=env) as one:
+        response = screen(one, [{"patient_id": PATIENT, "medications": MEDICATIONS}])
+    assert response.status_code == 200, response.text
+    return read_trace(store, response.headers["x-mlflow-trace-id"])
+
+
 def tree(trace: Trace) -> dict[str, list[Any]]:
     """Children by parent span id ("" for the root)."""
     children: dict[str, list[Any]] = {}
@@ -303,11 +312,7 @@ def test_the_thread_pool_path_nests_under_the_same_root(
     the request, before MLflow's export would have sent it; without the worker's flush at
     shutdown it is lost (seen: not exported within 30 s)."""
     env = {**tracing_env(store, llm), "PHARMACY_ASYNC_PREDICT": "false"}
-    with run_gunicorn(built_model, tmp_path / "server.log", workers=1, env=env) as threaded:
-        response = screen(threaded, [{"patient_id": PATIENT, "medications": MEDICATIONS}])
-    assert response.status_code == 200, response.text
-    trace = read_trace(store, response.headers["x-mlflow-trace-id"])
-    children = tree(trace)
+    children = tree(one_traced_request(built_model, store, tmp_path, env))
     (root,) = children[""]
     (predict,) = children[root.span_id]
     assert predict.name == "predict"  # MLflow's predict in a thread, then the executor's loop
@@ -322,10 +327,7 @@ def test_an_executor_retry_is_a_second_attempt_span_in_the_same_trace(
     """The worker's first prediction hits "Event loop is closed" once (the fault drill): the
     executor retries it, and the trace shows both attempts under the one root."""
     env = {**tracing_env(store, llm), "PHARMACY_FAULT_LOOP_ERRORS": "1"}
-    with run_gunicorn(built_model, tmp_path / "server.log", workers=1, env=env) as faulty:
-        response = screen(faulty, [{"patient_id": PATIENT, "medications": MEDICATIONS}])
-    assert response.status_code == 200, response.text
-    trace = read_trace(store, response.headers["x-mlflow-trace-id"])
+    trace = one_traced_request(built_model, store, tmp_path, env)
     children = tree(trace)
     (root,) = children[""]
     first, second = sorted(children[root.span_id], key=lambda span: span.start_time_ns)

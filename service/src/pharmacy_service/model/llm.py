@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol, Self
 from modelhub.serving import is_loop_error
 
 from . import tracing
+from ._env import env_flag
 from .notes import SYSTEM_INSTRUCTION
 from .redaction import SECRET_VARIABLES, redact
 
@@ -125,13 +126,10 @@ class LLMSettings:
                 f"PHARMACY_LLM_MAX_CONNECTIONS={raw_connections!r} is invalid: use a whole number "
                 "of at least 1."
             )
-        raw_trust = env.get("PHARMACY_LLM_TRUST_ENV", "").strip().lower() or "false"
-        if raw_trust not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"PHARMACY_LLM_TRUST_ENV={raw_trust!r} is invalid: use true or false.")
         settings = cls(
             attempts=int(raw_attempts),
             max_connections=int(raw_connections),
-            trust_env=raw_trust in ("true", "1", "yes"),
+            trust_env=env_flag(env, "PHARMACY_LLM_TRUST_ENV"),
             api_key=env.get(f"{cls.PREFIX}_API_KEY") or None,
             base_url=env.get(f"{cls.PREFIX}_BASE_URL") or None,
             model=env.get(f"{cls.PREFIX}_MODEL") or cls.DEFAULT_MODEL,
@@ -448,6 +446,16 @@ def classify_error(exc: BaseException) -> str:
     return "error"
 
 
+def _span_attributes(backend: NoteBackend) -> dict[str, Any]:
+    settings = getattr(backend, "settings", None)
+    return {
+        "mlflow.llm.provider": backend.name,
+        "mlflow.llm.model": getattr(settings, "model", None) or "",
+        "pharmacy.llm.max_attempts": getattr(settings, "attempts", 1),
+        "pharmacy.llm.timeout_s": getattr(settings, "timeout", 0.0),
+    }
+
+
 async def observed_call(
     backend: NoteBackend, prompt: str, observer: LLMObserver
 ) -> tuple[str | None, str | None]:
@@ -456,13 +464,7 @@ async def observed_call(
 
     Event-loop lifecycle errors are re-raised: they are the executor's to retry.
     """
-    settings = getattr(backend, "settings", None)
-    attributes = {
-        "mlflow.llm.provider": backend.name,
-        "mlflow.llm.model": getattr(settings, "model", None) or "",
-        "pharmacy.llm.max_attempts": getattr(settings, "attempts", 1),
-        "pharmacy.llm.timeout_s": getattr(settings, "timeout", 0.0),
-    }
+    attributes = _span_attributes(backend) if tracing.enabled() else None
     with tracing.span(f"{backend.name}.note", "LLM", attributes) as span:
         span.set_inputs({"prompt": prompt})
         started = time.monotonic()

@@ -12,6 +12,7 @@ from mlflow.pyfunc.model import PythonModel
 from modelhub.serving import AsyncExecutor
 
 from . import tracing
+from ._env import env_flag
 from .knowledge import KNOWLEDGE_ARTIFACTS, KnowledgeBase, KnowledgeFiles
 from .llm import BACKENDS as LLM_BACKENDS
 from .llm import NoteBackend, backend_from_env
@@ -20,15 +21,6 @@ from .pipeline import Pipeline, Row, parse_rows
 __all__ = ["BACKENDS", "PharmacyModel"]
 
 BACKENDS = ("template", *LLM_BACKENDS)
-
-
-def _flag(name: str) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name}={value!r} is invalid: use true or false.")
 
 
 class PharmacyModel(PythonModel):
@@ -62,7 +54,9 @@ class PharmacyModel(PythonModel):
         backend: NoteBackend | None = None
         if name != "template":
             backend = backend_from_env(name)
-        strict_mode = _flag("PHARMACY_LLM_STRICT") if strict is None else bool(strict)
+        strict_mode = (
+            env_flag(os.environ, "PHARMACY_LLM_STRICT") if strict is None else bool(strict)
+        )
         loop_errors = int(config.get("inject_loop_errors") or 0)
         loop_block = float(config.get("inject_loop_block") or 0.0)
         if loop_errors or loop_block:  # tests and chaos drills only

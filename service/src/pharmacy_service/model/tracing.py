@@ -30,10 +30,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from ._env import env_flag
 from .redaction import redact
 
 __all__ = [
@@ -135,23 +136,7 @@ _sensitive: dict[str, _Masking] = {}
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
     """Whether tracing is asked for: ``PHARMACY_TRACING``, else ``MLFLOW_TRACKING_URI`` set."""
     env = os.environ if environ is None else environ
-    switch = env.get("PHARMACY_TRACING", "").strip().lower()
-    if switch in ("1", "true", "yes", "on"):
-        return True
-    if switch in ("0", "false", "no", "off"):
-        return False
-    if switch:
-        raise ValueError(f"PHARMACY_TRACING={switch!r} is invalid: use true or false.")
-    return bool(env.get("MLFLOW_TRACKING_URI", "").strip())
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name}={value!r} is invalid: use true or false.")
+    return env_flag(env, "PHARMACY_TRACING", bool(env.get("MLFLOW_TRACKING_URI", "").strip()))
 
 
 RETRY_SECONDS = 30.0
@@ -170,7 +155,7 @@ def setup(environ: Mapping[str, str] | None = None, *, wait: float = 10.0) -> bo
     env = dict(os.environ if environ is None else environ)
     on = wanted(env)
     # Read (and refused when wrong) only when tracing is on: they mean nothing otherwise.
-    keep = _flag(env, "PHARMACY_TRACE_MEDICATIONS") if on else False
+    keep = env_flag(env, "PHARMACY_TRACE_MEDICATIONS") if on else False
     ratio = _ratio(env) if on else 1.0
     with _state_lock:
         if _setup_pid == os.getpid():
@@ -252,10 +237,6 @@ def enabled() -> bool:
     return _enabled
 
 
-def keeps_medications() -> bool:
-    return _keep_medications
-
-
 def flush() -> None:
     """Export the traces still queued (the server calls it at shutdown)."""
     if _enabled:
@@ -280,14 +261,18 @@ NO_SPAN = _NoSpan()
 
 
 @contextmanager
-def untraced() -> Iterator[None]:
-    """A request the server does not trace (tracing was off when it arrived): nothing in it
-    starts a trace of its own, should tracing turn on meanwhile."""
-    token = _request.set(_NOT_SAMPLED)
+def _marked(state: int) -> Iterator[None]:
+    token = _request.set(state)
     try:
         yield
     finally:
         _request.reset(token)
+
+
+def untraced() -> AbstractContextManager[None]:
+    """A request the server does not trace (tracing was off when it arrived): nothing in it
+    starts a trace of its own, should tracing turn on meanwhile."""
+    return _marked(_NOT_SAMPLED)
 
 
 @contextmanager
@@ -305,8 +290,7 @@ def request_span(
             yield live
         return
     sampled = _sampling_ratio >= 1.0 or random.random() < _sampling_ratio
-    token = _request.set(_TRACED if sampled else _NOT_SAMPLED)
-    try:
+    with _marked(_TRACED if sampled else _NOT_SAMPLED):
         if not sampled:
             yield NO_SPAN
             return
@@ -315,8 +299,6 @@ def request_span(
                 with _state_lock:  # the masking processor's list for this trace, until it ends
                     _sensitive.setdefault(opened, _Masking())
             yield live
-    finally:
-        _request.reset(token)
 
 
 @contextmanager
@@ -355,15 +337,6 @@ def _record_cancellation(live: Any) -> None:
     live.set_status(SpanStatus(SpanStatusCode.ERROR, CANCELLED))
 
 
-def active() -> bool:
-    """Whether a span is open in this context (the server's root, usually)."""
-    if not _enabled:
-        return False
-    import mlflow
-
-    return mlflow.get_current_active_span() is not None
-
-
 def trace_id(live: Any) -> str | None:
     """The trace id of a span :func:`span` yielded, or None when nothing is recorded (tracing
     off, or the trace not sampled)."""
@@ -373,14 +346,21 @@ def trace_id(live: Any) -> str | None:
     return value
 
 
+def _current() -> Any:
+    """The span recorded in this context, or None (tracing off, none open, not sampled)."""
+    if not _enabled or _request.get() == _NOT_SAMPLED:
+        return None
+    import mlflow
+
+    return mlflow.get_current_active_span()
+
+
 def hide(values: Iterable[str | None], *, medications: bool = False) -> None:
     """Mark the request's own strings for masking in the current trace: patient ids and
     questions; medication names (``medications=True``) unless they may be kept."""
-    if not _enabled or (medications and _keep_medications):
+    if medications and _keep_medications:
         return
-    import mlflow
-
-    current = mlflow.get_current_active_span()
+    current = _current()
     if current is None or trace_id(current) is None:
         return
     strings = {v for v in values if v and v.strip()}
@@ -411,27 +391,18 @@ def fail(live: Any, description: str) -> None:
 
 def current_attribute(key: str, value: Any) -> None:
     """Set an attribute on the current span, if one is recorded."""
-    if not _enabled:
-        return
-    import mlflow
-
-    current = mlflow.get_current_active_span()
-    if current is not None:
+    if (current := _current()) is not None:
         current.set_attribute(key, value)
 
 
 def record_usage(input_tokens: Any, output_tokens: Any, total_tokens: Any = None) -> None:
     """The LLM call's token usage on the current span (MLflow sums it into the trace's)."""
-    if not _enabled:
+    if not (_enabled and isinstance(input_tokens, int) and isinstance(output_tokens, int)):
         return
-    import mlflow
     from mlflow.tracing.constant import SpanAttributeKey
 
-    current = mlflow.get_current_active_span()
-    if current is None or not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
-        return
     total = total_tokens if isinstance(total_tokens, int) else input_tokens + output_tokens
-    current.set_attribute(
+    current_attribute(
         SpanAttributeKey.CHAT_USAGE,
         {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": total},
     )
