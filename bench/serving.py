@@ -3,9 +3,12 @@
 The model uses the gemini backend against the Gemini-compatible stub (200 ms per answer, a
 separate process on this machine). For 1 and 2 workers, each server is started (start-up time
 to ready is measured), then wrk runs at 20, 100 and 200 connections for a fixed duration, the
-servers interleaved at each level. Writes bench/results/serving.md.
+servers interleaved at each level. Beside `ours`, the same server with MLflow Tracing on for every
+request and for one in ten, exporting to an `mlflow server` started here (``--mlflow-server``)
+or to a file store. Writes bench/results/serving.md.
 
     python bench/serving.py [--duration 10] [--rounds 1] [--workers 1 2] [--output PATH]
+                            [--mlflow-server PATH/TO/mlflow]
 """
 
 from __future__ import annotations
