@@ -107,6 +107,9 @@ class Medication(BaseModel):
     generics: list[str] = Field(description="Drugs screened for interactions")
     not_covered: list[str]
     not_screened: list[str] = Field(description="Drugs in a local product (eye, ear, skin)")
+    reason: str | None = Field(
+        description="Why an unrecognized string was read as no drug (null otherwise)"
+    )
     resolved_by: list[ResolvedBy]
 
 

@@ -7,7 +7,7 @@ import json
 import re
 from functools import lru_cache
 
-from .resolve import Resolver
+from .resolve import NOT_KNOWN, Resolver
 from .screening import ScreeningResult
 
 __all__ = [
@@ -70,6 +70,9 @@ def screening_facts(result: ScreeningResult) -> list[str]:
             + ", ".join(result.unrecognized)
             + "."
         )
+        for entry in result.entries:
+            if entry.reason is not None and entry.reason != NOT_KNOWN:
+                facts.append(f"'{entry.parsed.text}': {entry.reason}.")
     if result.not_covered:
         facts.append(
             "Recognised but not covered by this screen (not checked for interactions): "

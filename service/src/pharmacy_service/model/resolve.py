@@ -22,7 +22,7 @@ from rapidfuzz.distance import OSA
 
 from .knowledge import KnowledgeBase, Product, ambiguous_label
 
-__all__ = ["Method", "Resolution", "Resolver", "max_typo_edits"]
+__all__ = ["Method", "Resolution", "Resolver", "Unread", "max_typo_edits"]
 
 Method = Literal[
     "generic", "brand", "synonym", "product", "salt", "combination", "lexicon", "typo", "ambiguous"
@@ -99,6 +99,28 @@ _VARIANT_WORDS = frozenset(
         "decongestant",
     ]
 )
+# Words a leading name may carry without changing what it is: how it is packed or dosed
+# ("Medrol dose pack", "Zithromax Z-Pak"). Any other word after a name is unknown, and a name
+# with an unknown word is not read as the name alone: a variant's word can mean other
+# ingredients ("Excedrin Tension Headache" has no aspirin, "Motrin Dual Action" adds
+# acetaminophen).
+_REGIMEN_WORDS = frozenset(
+    [
+        "dose",
+        "pack",
+        "dosepak",
+        "dosepack",
+        "pak",
+        "z-pak",
+        "tri-pak",
+        "titration",
+        "starter",
+        "kit",
+    ]
+)
+_PRODUCT_NUMBER = re.compile(r"[a-z]?\d+(?:\.\d+)?")
+"""A strength or a strength code after a brand ("Klor-Con M20")."""
+_WORD_SPLIT = re.compile(r"[\s-]+")
 _FORMULATION = re.compile(r"\s*\([^)]*\)\s*$")
 _TYPO_MARGIN = 1
 """A typo is read as the closest drug only if every other drug is at least this many edits
@@ -133,6 +155,17 @@ class Resolution:
     """A product's fixed local route (``Vigamox``: ophthalmic)."""
     candidates: tuple[str, ...] = ()
     """For an ambiguous name: the drugs it could be."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A name that was not read as any drug, and why (reported with it, never guessed)."""
+
+    name: str
+    reason: str
+
+
+NOT_KNOWN = "not a drug name known here"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,11 +205,11 @@ class Resolver:
         for variant in _variants(clean(name)):
             self._known.setdefault(variant, known)
 
-    def correct(self, name: str) -> Resolution | None:
-        """A misspelling read as the one drug clearly closest to it, or ``None`` (the typo
-        search alone: call it after :meth:`resolve` found nothing)."""
+    def correct(self, name: str) -> Resolution | Unread:
+        """A misspelling read as the one drug clearly closest to it, or why not (the typo
+        search alone: call it after :meth:`lookup` found nothing it may search for)."""
         cleaned = clean(name)
-        return self._typo(name, cleaned) if cleaned else None
+        return self._typo(name, cleaned) if cleaned else Unread(name, NOT_KNOWN)
 
     def exact_name(self, text: str) -> Resolution | None:
         """The whole text as one name, exactly (``Tylenol 3``, ``Humulin 70/30``, ``oral
@@ -197,13 +230,23 @@ class Resolver:
     def resolve(
         self, name: str, *, allow_typo: bool = True, allow_partial: bool = True
     ) -> Resolution | None:
-        """Resolve one name as written, or ``None`` if it is not a drug name known anywhere.
-        ``allow_typo=False`` skips the typo search (the screener bounds searches per row);
+        """Resolve one name as written, or ``None`` if it is not read as any drug (see
+        :meth:`lookup`, which also says why)."""
+        found = self.lookup(name, allow_typo=allow_typo, allow_partial=allow_partial)
+        return found if isinstance(found, Resolution) else None
+
+    def lookup(
+        self, name: str, *, allow_typo: bool = True, allow_partial: bool = True
+    ) -> Resolution | Unread:
+        """One name as written: the drugs it means, or why it is read as none.
+        ``allow_typo=False`` skips the typo search (the screener budgets searches);
         ``allow_partial=False`` refuses a leading name with other words after it (a comment in
-        parentheses, "aspirin allergy", is not a drug the patient takes)."""
+        parentheses, "aspirin allergy", is not a drug the patient takes). A known name followed
+        by words it is not known with ("Excedrin Tension Headache", "Mucinex D") is reported,
+        and never searched for a neighbour: the neighbour would be another product."""
         cleaned = clean(name)
         if not cleaned:
-            return None
+            return Unread(name, NOT_KNOWN)
         found = self._exact(cleaned)
         if found is None:
             bare = _drop_qualifiers(cleaned)
@@ -212,31 +255,57 @@ class Resolver:
         if found is None:
             found = self._combination(cleaned)
         if found is None and allow_partial:
-            found = self._leading_name(cleaned)
+            leading = self._leading_name(cleaned)
+            if isinstance(leading, str):
+                return Unread(name, leading)
+            found = leading
         if found is not None:
             return _with_name(found, name)
-        return self._typo(name, cleaned) if allow_typo else None
+        return self._typo(name, cleaned) if allow_typo else Unread(name, NOT_KNOWN)
 
-    def _leading_name(self, name: str) -> Resolution | None:
-        """``Medrol dose pack``, ``Humalog per sliding scale``, ``Klor-Con M20``, ``Maxzide-25``:
-        the longest leading words that are a known name, when no later word names a drug."""
+    def unknown_words(self, name: str) -> str | None:
+        """Why a name that starts with a known name is not read as it, or ``None``."""
+        found = self._leading_name(clean(name))
+        return found if isinstance(found, str) else None
+
+    def _leading_name(self, name: str) -> Resolution | str | None:
+        """``Medrol dose pack``, ``Klor-Con M20``, ``Maxzide-25``, ``Tylenol Extra Strength
+        caplets``: the longest leading words that are a known name, when every later word only
+        says how it is packed, dosed or how strong it is, or names the same drug. A later word
+        that names another drug, a variant ("PM", "D", "Cold") or nothing known gives the
+        reason it is not read as the leading name (a string); ``None`` when no leading words
+        are a known name."""
         words = name.split()
         numbered = re.fullmatch(r"(.*[a-z])-\d+(?:\.\d+)?", words[0]) if words else None
         if numbered:  # a brand with its strength joined by a hyphen: "maxzide-25"
             words = [numbered.group(1), *words[1:]]
         for size in range(len(words) - (0 if numbered else 1), 0, -1):
-            found = self._exact(" ".join(words[:size]))
+            leading = " ".join(words[:size])
+            found = self._exact(leading)
             if found is None or found.method == "ambiguous":
                 continue
             same = {*found.generics, *found.not_covered}
             rest = words[size:]
-            if _VARIANT_WORDS.intersection(rest):
-                return None  # "Advil Cold and Sinus", "Motrin PM": more ingredients, unknown
-            for i in range(len(rest)):
-                for j in range(i + 1, min(i + 4, len(rest)) + 1):
+            unknown: list[str] = []
+            i = 0
+            while i < len(rest):
+                for j in range(min(i + 4, len(rest)), i, -1):  # the longest drug name first
                     named = self._drugs_in(" ".join(rest[i:j]))
-                    if named - same:
-                        return None  # another drug follows: not a qualifier, do not drop it
+                    if named:
+                        if named - same:
+                            return f"'{leading}' is followed by another drug's name"
+                        i = j
+                        break
+                else:
+                    if not _harmless(rest[i]):
+                        unknown.append(rest[i])
+                    i += 1
+            if unknown:
+                variant = "a variant's" if _VARIANT_WORDS.intersection(unknown) else "unknown"
+                return (
+                    f"'{leading}' with {variant} words ({' '.join(unknown)}): a product's "
+                    f"variant can have other ingredients, so it is not read as {leading}"
+                )
             return found
         return None
 
@@ -318,14 +387,20 @@ class Resolver:
             _extend(not_covered, found.not_covered)
         return Resolution(name, tuple(generics), tuple(not_covered), "combination")
 
-    def _typo(self, raw: str, name: str) -> Resolution | None:
+    def _typo(self, raw: str, name: str) -> Resolution | Unread:
         closest = self._closest(name)
         if closest is None:
-            return None
+            return Unread(raw, NOT_KNOWN)
         best, distance = closest
         found = self._exact(best)
         if found is None or found.method == "ambiguous":
-            return None
+            return Unread(raw, NOT_KNOWN)
+        if not _same_product(name, best):
+            return Unread(
+                raw,
+                f"the closest name, '{best}', differs by a whole word: a correction never "
+                "reads one product as another",
+            )
         return Resolution(
             raw,
             found.generics,
@@ -419,6 +494,30 @@ def _strip_salts(name: str, known: dict[str, _Known]) -> str:
     while len(words) > 1 and words[0] in _SALTS and " ".join(words) not in known:
         words.pop(0)  # "sodium valproate"
     return " ".join(words)
+
+
+def _harmless(word: str) -> bool:
+    """A word after a name that does not change which product it is."""
+    return (
+        word in _QUALIFIERS or word in _REGIMEN_WORDS or _PRODUCT_NUMBER.fullmatch(word) is not None
+    )
+
+
+def _same_product(written: str, known: str) -> bool:
+    """A misspelling keeps the product's identity: the same words, in order, each either the
+    same or a misspelling of it (a word of 4 letters or fewer, a variant word or a number only
+    the same). "Tylenol Cold" is not "Tylenol No 3", "Bayer PM" not "Bayer 73"."""
+    ours, theirs = _WORD_SPLIT.split(written), _WORD_SPLIT.split(known)
+    if len(ours) != len(theirs):
+        return False
+    for a, b in zip(ours, theirs, strict=True):
+        if a == b:
+            continue
+        if a in _VARIANT_WORDS or b in _VARIANT_WORDS or not (a.isalpha() and b.isalpha()):
+            return False
+        if OSA.distance(a, b) > max_typo_edits(max(len(a), len(b))):
+            return False
+    return True
 
 
 def _drop_qualifiers(name: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase, RuleSide
 from .medstrings import ParsedMedication, parse_medication
-from .resolve import Resolution, Resolver
+from .resolve import NOT_KNOWN, Resolution, Resolver, Unread
 
 __all__ = ["Entry", "Finding", "Screener", "ScreeningResult"]
 
@@ -59,6 +59,8 @@ class Entry:
     not_covered: tuple[str, ...] = ()
     local: tuple[str, ...] = ()
     route: str | None = None
+    reason: str | None = None
+    """Why an ``unrecognized`` string was read as no drug."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class Entry:
             "generics": list(self.screened),
             "not_covered": list(self.not_covered),
             "not_screened": list(self.local),
+            "reason": self.reason,
             "resolved_by": [
                 {
                     "name": r.name,
@@ -157,9 +160,9 @@ class Screener:
         searches_left = MAX_TYPO_SEARCHES
         for text in medications:
             if text.strip():
-                resolutions, parsed, searched = self._resolve(text, searches_left > 0)
+                resolutions, parsed, searched, reason = self._resolve(text, searches_left > 0)
                 searches_left -= searched
-                entries.append(self._entry(parsed, resolutions))
+                entries.append(self._entry(parsed, resolutions, reason))
         supplied_by: dict[str, set[int]] = {}  # generic -> the entries that supply it
         for index, entry in enumerate(entries):
             for generic in entry.screened:
@@ -193,30 +196,43 @@ class Screener:
 
     def _resolve(
         self, text: str, may_search: bool
-    ) -> tuple[list[Resolution], ParsedMedication, bool]:
-        """The string's resolutions, its parsed fields, and whether a typo search was spent."""
+    ) -> tuple[list[Resolution], ParsedMedication, bool, str | None]:
+        """The string's resolutions, its parsed fields, whether a typo search was spent, and
+        why its main name was read as no drug (``None`` when it was read)."""
         parsed = parse_medication(text)
         whole = self.resolver.exact_name(text)  # "Tylenol 3", "oral contraceptive": one name
         if whole is not None:
-            return [whole], parsed, False
+            return [whole], parsed, False, None
         resolutions: list[Resolution] = []
         searched = False
+        reason: str | None = None
         for position, name in enumerate(parsed.names):
-            found = self.resolver.resolve(name, allow_typo=False, allow_partial=position == 0)
-            if found is None and position == 0 and may_search:
+            found = self.resolver.lookup(name, allow_typo=False, allow_partial=position == 0)
+            if isinstance(found, Unread):
+                if position != 0:
+                    continue  # after the main name: a comment, not a drug
+                if found.reason != NOT_KNOWN:  # a known name with unknown words: no search
+                    reason = found.reason
+                    continue
+                if not may_search:
+                    reason = f"not searched for a misspelling: at most {MAX_TYPO_SEARCHES} per row"
+                    continue
                 searched = True  # only the main name may be a misspelling, not a comment
                 found = self.resolver.correct(name)
-            if found is None:
-                continue
+                if isinstance(found, Unread):
+                    reason = found.reason
+                    continue
             # After the main name, parentheses hold a generic ("norco (hydrocodone)") or a
             # comment, which resolves to nothing.
             if position == 0 or found.generics or found.not_covered:
                 resolutions.append(found)
-        return resolutions, parsed, searched
+        return resolutions, parsed, searched, reason
 
-    def _entry(self, parsed: ParsedMedication, resolutions: list[Resolution]) -> Entry:
+    def _entry(
+        self, parsed: ParsedMedication, resolutions: list[Resolution], reason: str | None
+    ) -> Entry:
         if not resolutions:
-            return Entry(parsed, (), "unrecognized", route=parsed.route)
+            return Entry(parsed, (), "unrecognized", route=parsed.route, reason=reason or NOT_KNOWN)
         route = next((r.route for r in resolutions if r.route), None) or parsed.route
         screened: list[str] = []
         local: list[str] = []
