@@ -26,7 +26,7 @@ __all__ = ["create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
-ERROR_STATUSES = (401, 413, 415, 422, 500, 502, 503, 504)
+ERROR_STATUSES = (401, 408, 413, 415, 422, 500, 502, 503, 504)
 
 
 def create_app(settings: Settings | None = None) -> RequestContext:

@@ -120,8 +120,10 @@ class ScoringHandler:
 
     @contextmanager
     def admitted(self) -> Iterator[None]:
-        """Admit a request (read, parse, predict) or shed it with 503 before reading its body:
-        a shed request costs as little as possible, so that shedding itself cannot overload."""
+        """Admit a request (parse, predict) or shed it with 503 before it is parsed: a shed
+        request costs as little as possible, so that shedding itself cannot overload. Enter it
+        after the body has been read (the routes' ``read_body``, bounded in size and time): a
+        slot held while a body is awaited could be held by an upload that never arrives."""
         if self._admitted >= self.settings.capacity:
             metrics.SHED.inc()
             raise ServingError(

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Largest request body accepted; larger ones get 413."""
 
+    body_read_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds for a request's whole body to arrive; then the answer is 408 and the
+    connection closes. Bodies are read before admission, so this bounds how long an upload
+    that stalls holds its memory (up to ``max_body_bytes``); it never holds a predict slot."""
+
     drain_delay: float = Field(default=1.0, ge=0, le=60)
     """Seconds a worker keeps answering after SIGTERM, every answer with ``Connection: close``,
     before it stops accepting and drains; clients move to other workers without a reset."""

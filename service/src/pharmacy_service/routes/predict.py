@@ -3,6 +3,7 @@ bytes in and out; the handler parses, admits, predicts and shapes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +12,7 @@ from fastapi.responses import Response
 
 from ..errors import ServingError
 from ..schemas import ScreenRequest, ScreenResponse
+from ..settings import Settings
 from .dependencies import Scorer, State, authorize
 
 __all__ = ["read_body", "router"]
@@ -23,8 +25,8 @@ router = APIRouter(tags=["predict"], dependencies=[Depends(authorize)])
     summary="MLflow scoring protocol (dataframe_split, dataframe_records, instances, inputs; JSON or CSV)",
 )
 async def invocations(request: Request, state: State, scorer: Scorer) -> Response:
+    body = await read_body(request, state.settings)
     with scorer.admitted():
-        body = await read_body(request, state.settings.max_body_bytes)
         data, params = scorer.parse_invocations(body, request.headers.get("content-type"))
         predictions = await scorer.predict(data, params)
     return Response(json.dumps({"predictions": predictions}), media_type="application/json")
@@ -39,8 +41,8 @@ async def screen(request: Request, state: State, scorer: Scorer) -> ScreenRespon
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise ServingError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json.")
+    body = await read_body(request, state.settings)
     with scorer.admitted():
-        body = await read_body(request, state.settings.max_body_bytes)
         try:
             payload = ScreenRequest.model_validate_json(body)
         except ValueError as exc:
@@ -51,16 +53,32 @@ async def screen(request: Request, state: State, scorer: Scorer) -> ScreenRespon
         return ScreenResponse(results=await scorer.predict(rows, None))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is known to be larger than ``limit``."""
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body, read before the request is admitted, so that an upload that stalls holds no
+    predict slot: 413 as soon as it is known to be larger than ``max_body_bytes``, 408 when it
+    has not all arrived within ``body_read_timeout`` seconds (uvicorn has no such timeout).
+    The 408 closes the connection, since the rest of the body may still be on its way."""
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServingError(413, "PAYLOAD_TOO_LARGE", f"The body is larger than {limit} bytes.")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServingError(413, "PAYLOAD_TOO_LARGE", f"The body is larger than {limit} bytes.")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(settings.body_read_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServingError(
+                        413, "PAYLOAD_TOO_LARGE", f"The body is larger than {limit} bytes."
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ServingError(
+            408,
+            "REQUEST_TIMEOUT",
+            f"The request body did not all arrive within {settings.body_read_timeout:g} "
+            "seconds; send the request again.",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
