@@ -1,23 +1,29 @@
 """The API key never reaches a log line or a response, even when the upstream quotes it back
-in its errors (the stub's echo_api_key) and the SDK puts that into its exception messages."""
+in its errors (the stub's echo_api_key) and the SDK puts that into its exception messages; an
+empty bearer token is refused at start, never taken as "no token needed"."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import os
 import secrets
 import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 
 from pharmacy_service.logs import RedactSecretsFilter, RequestIdFilter, logging_config
+from pharmacy_service.settings import Settings
 from pharmacy_service.stub import StubConfig, run_in_thread
-from tests.support.gunicorn import run_gunicorn
+from tests.support.gunicorn import BIN, free_port, run_gunicorn
 
 ROW = {"patient_id": "s1", "medications": ["Coumadin", "Advil"]}
 
@@ -142,3 +148,61 @@ def test_every_line_a_preloaded_worker_writes_is_json(built_model: Path, tmp_pat
     assert any(r["message"] == "Invalid HTTP request received." for r in uvicorn), uvicorn
     assert any("Application startup complete" in r["message"] for r in uvicorn), uvicorn
     assert api_key not in log.read_text()
+
+
+EMPTY_TOKENS = [pytest.param("", id="empty"), pytest.param("  \t ", id="whitespace")]
+
+
+@pytest.mark.parametrize("token", EMPTY_TOKENS)
+def test_an_empty_api_token_is_refused_by_the_settings(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("PHARMACY_API_TOKEN", token)
+    with pytest.raises(ValidationError, match="PHARMACY_API_TOKEN") as refused:
+        Settings()
+    assert "unset it" in str(refused.value)  # says what to do
+    monkeypatch.delenv("PHARMACY_API_TOKEN")
+    assert Settings().api_token is None  # unset: no token needed, as before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("token", EMPTY_TOKENS)
+def test_the_server_refuses_to_start_with_an_empty_api_token(
+    built_model: Path, tmp_path: Path, token: str
+) -> None:
+    """Set but empty, the token would admit ``Authorization: Bearer`` with nothing after it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHARMACY_")}
+    env.update(
+        HOST="127.0.0.1",
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        PHARMACY_MODEL_URI=str(built_model),
+        PHARMACY_API_TOKEN=token,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/screen",
+                    json={"patients": [ROW]},
+                    headers={"Authorization": "Bearer"},  # and no token
+                    timeout=5,
+                )
+                pytest.fail(f"the server started and answered {answer.status_code}")
+            except httpx.TransportError:
+                time.sleep(0.1)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
+            server.wait(10)
+    assert server.returncode != 0
+    assert "PHARMACY_API_TOKEN" in log.read_text(errors="replace")

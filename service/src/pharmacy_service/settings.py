@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServerSettings", "Settings"]
@@ -60,7 +60,8 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = None
     """When set, prediction routes require ``Authorization: Bearer <token>``; health, version
-    and metrics stay open (keep /metrics on an internal network)."""
+    and metrics stay open (keep /metrics on an internal network). Set but empty (or only
+    whitespace), it is refused: the server does not start."""
 
     fault_loop_errors: int = Field(default=0, ge=0)
     """Chaos and test setting: the first N predictions in each worker fail once with
@@ -69,6 +70,19 @@ class Settings(BaseSettings):
     fault_block_loop_seconds: float = Field(default=0.0, ge=0, le=600)
     """Chaos and test setting: the first prediction in each worker blocks the executor's event
     loop this long (a synchronous sleep inside async code), to see loop lag and timeouts."""
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty secret is a deployment mistake (a missing Secret key, an empty variable),
+        # not a request to serve without one: it would admit "Bearer" with nothing after it.
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError(
+                "PHARMACY_API_TOKEN is set but empty (or only whitespace), which would admit "
+                "'Authorization: Bearer' with no token: set it to the secret, or unset it to "
+                "serve the prediction routes without a token."
+            )
+        return token
 
     @property
     def capacity(self) -> int:
