@@ -226,6 +226,25 @@ def test_body_over_the_limit_without_content_length(client: httpx.Client) -> Non
     check_answer(response, {413}, "chunked body over the limit")
 
 
+def test_csv_values_stay_strings(client: httpx.Client) -> None:
+    """Patient ids such as 00123, 007 or NA are strings: pandas would read them as numbers or
+    as missing. An empty cell is still missing, and named."""
+    csv = 'patient_id,medications\n00123,"Coumadin, Advil"\n007,warfarin\nNA,"Zocor, Biaxin"\n'
+    response = client.post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    TRIED["invocations corpus"] += 1
+    check_answer(response, {200}, "CSV: ids that look like numbers or NA")
+    predictions = response.json()["predictions"]
+    assert [p["patient_id"] for p in predictions] == ["00123", "007", "NA"]
+    assert [p["highest_severity"] for p in predictions] == ["major", "none", "contraindicated"]
+    for csv, field in [
+        ('patient_id,medications\n,"Coumadin, Advil"\n', "rows[0].patient_id"),
+        ("patient_id,medications\n00123,\n", "rows[0].medications"),
+    ]:
+        response = client.post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+        check_answer(response, {422}, f"CSV: empty {field}")
+        assert response.json()["field"] == field
+
+
 def refused_status(server: RunningGunicorn, path: str, headers: dict[str, str]) -> int | None:
     """The status of a POST, or None when the server closed the connection instead."""
     try:

@@ -18,7 +18,6 @@ __all__ = [
     "TESTED",
     "TESTED_RANGE",
     "enforce_params_schema",
-    "parse_csv_input",
     "parse_json_data",
     "validate_prediction_input",
 ]
@@ -49,7 +48,7 @@ if _FOUND not in TESTED:
 try:
     from mlflow.models.utils import _enforce_params_schema as enforce_params_schema
     from mlflow.pyfunc import _validate_prediction_input as validate_prediction_input
-    from mlflow.pyfunc.scoring_server import _parse_json_data, parse_csv_input
+    from mlflow.pyfunc.scoring_server import _parse_json_data
 except ImportError as exc:  # pragma: no cover - only with an MLflow build that differs
     raise ImportError(
         f"MLflow {_FOUND} lacks a private function pharmacy-service calls ({exc}). {_FIX}"

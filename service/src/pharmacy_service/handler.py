@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from io import StringIO
 from typing import Any
 
 from modelhub.serving import AsyncExecutor
@@ -51,7 +52,8 @@ class ScoringHandler:
     def parse_invocations(
         self, body: bytes, content_type: str | None
     ) -> tuple[Any, dict[str, Any] | None]:
-        """MLflow's scoring protocol, parsed by MLflow's own code (same accepted inputs)."""
+        """MLflow's scoring protocol: JSON parsed by MLflow's own code (same accepted inputs),
+        CSV read as MLflow reads it but with every cell the string it is (:func:`_read_csv`)."""
         mime, _, parameters = (content_type or "").partition(";")
         mime = mime.strip().lower()
         charset = "utf-8"
@@ -81,9 +83,7 @@ class ScoringHandler:
                 if fast is not None:
                     return fast[0], self.check_params(fast[1])
             if mime == CSV:
-                from io import StringIO
-
-                return _mlflow.parse_csv_input(StringIO(text)), None
+                return _read_csv(text), None
             parsed = _mlflow.parse_json_data(text, self.model.metadata, self._input_schema)
         except RecursionError:
             raise bad_request("The JSON body is nested too deeply.") from None
@@ -210,6 +210,19 @@ class ScoringHandler:
             raise ServingError(504, "TIMEOUT", "The prediction did not finish in time.")
         result: list[Any] = work.result()
         return result
+
+
+def _read_csv(text: str) -> Any:
+    """A CSV body as a table, read with pandas' defaults as MLflow's scoring server reads it,
+    except that every cell is kept as the string it is: a patient id such as ``00123`` or
+    ``NA`` is an id, not the number 123 nor a missing value. Only an empty cell is missing
+    (as ``null`` in JSON), so that the model still names a required value left out."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except ValueError as exc:  # pandas' ParserError and EmptyDataError
+        raise bad_request(f"The CSV body could not be read: {str(exc)[:200]}") from None
 
 
 def _remaining(deadline: float) -> float:
