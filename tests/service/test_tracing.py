@@ -276,6 +276,23 @@ def test_a_span_that_ends_after_its_requests_root_is_masked_whole(
     assert "P-LEAK-1" not in trace.to_json()
 
 
+def test_masking_a_large_request_does_not_hold_up_other_requests(
+    built_model: Path, store: str, llm: StubServer
+) -> None:
+    """A request with 500 questions of 2,000 characters ends a span; while that span is masked,
+    another request starts its trace and marks its strings (both take the process-wide tracing
+    lock). It must not wait for the masking: the matcher is not built under that lock (it was:
+    compiling one regular expression of every value held the lock for seconds)."""
+    env = {**tracing_env(store, llm), "MLFLOW_EXPERIMENT_NAME": "pharmacy-tests-contention"}
+    report = run_traced(built_model, ["contention"], env)
+    assert report["other_blocked"] is False, report
+    assert report["other_finished"] is True
+    trace = read_trace(store, report["trace_id"])
+    child = next(s for s in trace.data.spans if s.name == "child")
+    assert child.inputs == {"text": "asked: [MASKED]"}
+    assert report["question"] not in trace.to_json()
+
+
 @pytest.mark.parametrize(
     "case", ["no tracking uri", "switched off", "not sampled", "tracking server unreachable"]
 )

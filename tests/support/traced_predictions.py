@@ -8,6 +8,9 @@
   passes while their LLM calls wait, from 20 threads; prints how they ended, the traces still
   held in memory, and how much memory MLflow's and OpenTelemetry's code holds after the first
   200 and after all N.
+- ``python -m tests.support.traced_predictions MODEL contention``: a request with 500 questions
+  of 2,000 characters to mask ends a span while another request, in another thread, starts and
+  marks its own strings; prints whether that other request had to wait for the masking.
 
 The environment says where traces go (``MLFLOW_TRACKING_URI``) and where the LLM is.
 """
@@ -119,6 +122,57 @@ def _late_child() -> str | None:
     return tracing.trace_id(root)
 
 
+def _contention() -> dict[str, Any]:
+    """The masking runs in the thread that ends a span (here, this one). A profile hook watches
+    it: once it has made 100 calls while holding the tracing lock, another request is let go
+    (its root span and its ``hide``, both under that lock) and given 5 s to finish."""
+    import contextvars
+    import random
+    import string
+    import threading
+
+    from pharmacy_service.model import tracing
+
+    assert tracing.enabled(), "tracing did not turn on"
+    draw = random.Random(5)
+    questions = [
+        "".join(draw.choices(string.ascii_letters + " ", k=2000))
+        for _ in range(tracing.MAX_MASKED_VALUES)
+    ]
+    go, other_done = threading.Event(), threading.Event()
+
+    def other_request() -> None:
+        go.wait(60)
+        with tracing.request_span("other-request"):
+            tracing.hide(["P-OTHER-1"])
+        other_done.set()
+
+    report: dict[str, Any] = {"calls_under_lock": 0, "other_blocked": False}
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event in ("call", "c_call") and tracing._state_lock.locked():
+            report["calls_under_lock"] += 1
+            if report["calls_under_lock"] == 100 and not go.is_set():
+                go.set()
+                report["other_blocked"] = not other_done.wait(5)
+
+    # A fresh context: the other request is a request of its own, not a child of this one.
+    other = threading.Thread(target=contextvars.Context().run, args=(other_request,))
+    other.start()
+    with tracing.request_span("large-request") as root:
+        tracing.hide(questions)
+        with tracing.span("child") as child:
+            child.set_inputs({"text": f"asked: {questions[7]}"})
+            sys.setprofile(watch)  # from here to the end of the child's masking
+        sys.setprofile(None)
+    go.set()
+    other.join(60)
+    report["other_finished"] = other_done.is_set()
+    report["trace_id"] = tracing.trace_id(root)
+    report["question"] = questions[7]
+    return report
+
+
 def main() -> None:
     import mlflow
     import mlflow.pyfunc
@@ -137,6 +191,10 @@ def main() -> None:
         trace_id = _late_child()
         mlflow.flush_trace_async_logging()
         sys.stdout.write(json.dumps({"trace_id": trace_id}) + "\n")
+    elif sys.argv[2] == "contention":
+        report = _contention()
+        mlflow.flush_trace_async_logging()
+        sys.stdout.write(json.dumps(report) + "\n")
     else:
         sys.stdout.write(json.dumps(_timeouts(model, int(sys.argv[3]))) + "\n")
 

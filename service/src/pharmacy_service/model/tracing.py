@@ -22,6 +22,8 @@ screener``) or ``MLFLOW_EXPERIMENT_ID``; the sampling ratio is MLflow's
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
 import logging
 import os
 import random
@@ -98,37 +100,103 @@ copies the caller's context, so its loop sees the same answer)."""
 
 class _Masking:
     """One trace's own strings (patient ids, questions; medication names unless allowed),
-    replaced wherever they appear in its spans, and the pattern that finds them (built once per
-    change, not at every span's end)."""
+    replaced wherever they appear in its spans. Held case-folded (see :func:`_fold`); the
+    matcher over them is a snapshot, cheap to take under the tracing lock, and does its work
+    outside it."""
 
-    __slots__ = ("_pattern", "values")
+    __slots__ = ("_matcher", "values")
 
     def __init__(self) -> None:
         self.values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._matcher: _Matcher | None = None
 
-    def add(self, strings: set[str]) -> None:
-        if not strings <= self.values:
-            self.values |= strings
-            self._pattern = None
+    def add(self, folded: set[str]) -> None:
+        if not folded <= self.values:
+            self.values |= folded
+            self._matcher = None
 
-    def pattern(self) -> re.Pattern[str] | None:
+    def matcher(self) -> _Matcher | _Everything | None:
         """None when there is nothing to find; :data:`_EVERYTHING` past
         :data:`MAX_MASKED_VALUES` (scanning for that many would cost the loop too much)."""
         if not self.values:
             return None
         if len(self.values) > MAX_MASKED_VALUES:
             return _EVERYTHING
-        if self._pattern is None:
-            ordered = sorted(self.values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
-        return self._pattern
+        if self._matcher is None:
+            self._matcher = _Matcher(tuple(self.values))
+        return self._matcher
+
+
+class _Matcher:
+    """Finds a trace's strings in a text, ignoring case, and masks every place any of them
+    covers (overlapping places become one mask). Plain substring searches, no regular
+    expression: compiling one alternation of hundreds of long strings costs seconds."""
+
+    __slots__ = ("_lengths", "_values")
+
+    def __init__(self, values: tuple[str, ...]) -> None:
+        self._values = values
+        self._lengths: list[int] | None = None
+
+    def sub(self, text: str) -> str:
+        if not text:
+            return text
+        if self._lengths is None:  # sorted on first use, outside the lock (a race sorts twice)
+            self._values = tuple(sorted(self._values, key=len))
+            self._lengths = [len(value) for value in self._values]
+        folded = _fold(text)
+        places: list[tuple[int, int]] = []
+        for value in self._values[: bisect.bisect_right(self._lengths, len(folded))]:
+            at = folded.find(value)
+            while at != -1:
+                places.append((at, at + len(value)))
+                at = folded.find(value, at + 1)
+        if not places:
+            return text
+        places.sort()
+        parts: list[str] = []
+        kept = 0  # text before this index is written out (or masked)
+        start, end = places[0]
+        for next_start, next_end in places[1:]:
+            if next_start <= end:
+                end = max(end, next_end)
+                continue
+            parts += (text[kept:start], MASK)
+            kept, (start, end) = end, (next_start, next_end)
+        parts += (text[kept:start], MASK, text[end:])
+        return "".join(parts)
+
+
+class _Everything:
+    """Masks a whole string: for spans whose trace's strings are not known (a span that ended
+    after its request's root) or too many to look for."""
+
+    __slots__ = ()
+
+    def sub(self, text: str) -> str:
+        return MASK if text else text
+
+
+def _fold(text: str) -> str:
+    """``text`` in one case, the same length (so that places found in it are places in
+    ``text``): lower case, one character for one."""
+    if text.isascii():
+        return text.lower()
+    return "".join(map(_fold_char, text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    # Upper then lower first: final and medial sigma (and other letters with two lower forms)
+    # become one. A character whose case mapping is longer than one character stays as it is.
+    for folded in (char.upper().lower(), char.lower()):
+        if len(folded) == 1:
+            return folded
+    return char
 
 
 MAX_MASKED_VALUES = 500
-_EVERYTHING = re.compile(r"(?s).+")
-"""Masks a whole string: for spans whose trace's strings are not known (a span that ended
-after its request's root) or too many to look for."""
+_EVERYTHING = _Everything()
 _sensitive: dict[str, _Masking] = {}
 """Per trace id, from its root's start to its end."""
 
@@ -363,7 +431,8 @@ def hide(values: Iterable[str | None], *, medications: bool = False) -> None:
     current = _current()
     if current is None or trace_id(current) is None:
         return
-    strings = {v for v in values if v and v.strip()}
+    # Folded here, outside the lock: a request's strings can be long.
+    strings = {_fold(v) for v in values if v and v.strip()}
     with _state_lock:
         # Only while the request's trace is open: after a deadline, code still running on the
         # loop must not bring back the list its root's end dropped.
@@ -425,34 +494,34 @@ def mask_span(span: Any) -> None:
 
 def _mask_span(span: Any) -> None:
     root = span.parent_id is None
-    with _state_lock:
+    with _state_lock:  # only a snapshot here: the lock is every request's
         masking = _sensitive.pop(span.trace_id, None) if root else _sensitive.get(span.trace_id)
-        pattern = masking.pattern() if masking is not None else None
+        matcher = masking.matcher() if masking is not None else None
     if masking is None and not root:
         # A span that ended after its request's root (code still unwinding on the loop after a
         # deadline): the request's strings are no longer known, so every text goes.
-        pattern = _EVERYTHING
+        matcher = _EVERYTHING
     if span.inputs is not None:
-        span.set_inputs(_mask(span.inputs, pattern))
+        span.set_inputs(_mask(span.inputs, matcher))
     if span.outputs is not None:
-        span.set_outputs(_mask(span.outputs, pattern))
+        span.set_outputs(_mask(span.outputs, matcher))
     for key, value in (span.attributes or {}).items():
         if key.startswith("mlflow."):
             continue
-        masked = _mask({key: value}, pattern)[key]
+        masked = _mask({key: value}, matcher)[key]
         if masked != value:
             span.set_attribute(key, masked)
-    _mask_events(span, pattern)
+    _mask_events(span, matcher)
     status = span.status
     if status is not None and status.description and status.description != CANCELLED:
-        masked = _mask(status.description, pattern)
+        masked = _mask(status.description, matcher)
         if masked != status.description:
             from mlflow.entities import SpanStatus
 
             span.set_status(SpanStatus(status.status_code, masked))
 
 
-def _mask(value: Any, pattern: re.Pattern[str] | None) -> Any:
+def _mask(value: Any, matcher: _Matcher | _Everything | None) -> Any:
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -461,13 +530,13 @@ def _mask(value: Any, pattern: re.Pattern[str] | None) -> Any:
             elif key in _MEDICATION_KEYS and not _keep_medications and item:
                 out[key] = _summary(item)
             else:
-                out[key] = _mask(item, pattern)
+                out[key] = _mask(item, matcher)
         return out
     if isinstance(value, list | tuple):
-        return [_mask(item, pattern) for item in value]
+        return [_mask(item, matcher) for item in value]
     if isinstance(value, str):
-        if pattern is not None:
-            value = pattern.sub(MASK, value)
+        if matcher is not None:
+            value = matcher.sub(value)
         return _SECRET.sub("[REDACTED]", redact(value))
     return value
 
@@ -481,7 +550,7 @@ def _summary(item: Any) -> str:
     return MASK
 
 
-def _mask_events(span: Any, pattern: re.Pattern[str] | None) -> None:
+def _mask_events(span: Any, matcher: _Matcher | _Everything | None) -> None:
     """Exception messages can carry what the request held: mask the events' attributes. MLflow
     exposes events read-only, so they are rebuilt on the OpenTelemetry span it wraps."""
     otel: Any = getattr(span, "_span", None)
@@ -494,7 +563,7 @@ def _mask_events(span: Any, pattern: re.Pattern[str] | None) -> None:
     rebuilt = [
         Event(
             event.name,
-            {k: _mask(v, pattern) for k, v in (event.attributes or {}).items()},
+            {k: _mask(v, matcher) for k, v in (event.attributes or {}).items()},
             event.timestamp,
         )
         for event in events
