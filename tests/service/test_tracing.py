@@ -261,6 +261,34 @@ def test_patient_data_and_keys_are_masked_in_the_exported_trace(
     assert "[masked]" in exported
 
 
+def test_names_outside_the_knowledge_base_are_masked_in_the_exported_trace(
+    server: RunningGunicorn, store: str, llm: StubServer
+) -> None:
+    """An upstream whose error quotes the prompt (the stub's echo_prompt): the prompt reaches
+    the LLM span's exception and status, so every name in it must be masked there, not only the
+    knowledge base's drugs. Digitoxin is recognised but not covered (the prompt names it apart
+    from the string written); Voltaren is a local-route product, written with a tab, as pasted
+    from a spreadsheet (the prompt's JSON writes the tab as an escape, so only its name, not the
+    string as written, can be found there); diclofenac is what that product holds."""
+    medications = ["digitoxin 0.1 mg daily", "Voltaren\t1% gel", "warfarin 5 mg"]
+    previous = llm.config
+    llm.config = StubConfig(fault_rate=1.0, faults=("500",), seed=5, echo_prompt=True)
+    try:
+        response = screen(server, [{"patient_id": PATIENT, "medications": medications}])
+    finally:
+        llm.config = previous
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert result["note_source"] == "fallback"
+    assert result["not_covered"] == [{"input": "digitoxin 0.1 mg daily", "name": "digitoxin"}]
+    assert [item["generic"] for item in result["not_screened"]] == ["diclofenac"]
+    trace = read_trace(store, response.headers["x-mlflow-trace-id"])
+    exported = trace.to_json().lower()
+    assert "write the counselling note now" in exported  # the echoed prompt is in the trace...
+    for name in ("digitoxin", "voltaren", "diclofenac", "warfarin", PATIENT.lower()):
+        assert name not in exported, name  # ...without any name of the patient's
+
+
 def test_a_span_that_ends_after_its_requests_root_is_masked_whole(
     built_model: Path, store: str, llm: StubServer
 ) -> None:

@@ -289,13 +289,21 @@ def _screening_summary(rows: list[Row], results: list[ScreeningResult]) -> dict[
     }
 
 
-def _names_in(results: list[ScreeningResult]) -> list[str]:
-    """Every drug name a screening read: masked in the trace wherever it appears."""
-    names: list[str] = []
+def _names_in(results: list[ScreeningResult]) -> list[str | None]:
+    """Every string a screening read or reports, whether or not the knowledge base covers it:
+    each entry's text as written, the names read in it (and any comment beside them), what each
+    was read as (drugs not covered, local-route products, typos' readings, an ambiguous name's
+    candidates) and why a string was read as no drug. Masked in the trace wherever it appears:
+    an upstream's error can quote the prompt, which names them apart from the text written."""
+    names: list[str | None] = []
     for result in results:
         names.extend(result.medications_normalized)
-        names.extend(result.unrecognized)
-        names.extend(c["input"] for c in result.corrections)
+        for entry in result.entries:
+            names += (entry.parsed.text, *entry.parsed.names, entry.reason)
+            names += (*entry.screened, *entry.not_covered, *entry.local)
+            for read in entry.resolutions:
+                names += (read.name, read.read_as, *read.generics, *read.not_covered)
+                names.extend(read.candidates)
         for finding in result.findings:
             names.extend((finding.drug_a, finding.drug_b))
     return names

@@ -62,6 +62,9 @@ class StubConfig:
     echo_api_key: bool = False
     """Error answers quote the API key the request carried, as a careless upstream might: for
     tests that the server never logs or returns it."""
+    echo_prompt: bool = False
+    """Error answers quote the prompt they were sent, as an upstream's validation error can:
+    for tests that the patient data in it reaches neither the logs nor the traces."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fault_rate <= 1.0:
@@ -87,6 +90,8 @@ class StubConfig:
             seed=values.get("seed", base.seed),
             echo_api_key=str(values.get("echo_api_key", base.echo_api_key)).lower()
             in ("1", "true", "yes"),
+            echo_prompt=str(values.get("echo_prompt", base.echo_prompt)).lower()
+            in ("1", "true", "yes"),
         )
 
     @classmethod
@@ -99,6 +104,7 @@ class StubConfig:
             ("faults", "STUB_FAULTS"),
             ("slow_seconds", "STUB_SLOW_SECONDS"),
             ("echo_api_key", "STUB_ECHO_API_KEY"),
+            ("echo_prompt", "STUB_ECHO_PROMPT"),
         ):
             if env.get(variable):
                 values[key] = env[variable]
@@ -224,6 +230,8 @@ class StubServer:
         if fault in ("429", "500", "503"):
             key = api.api_key(request)
             echo = f" (API key {key})" if self.config.echo_api_key and key else ""
+            if self.config.echo_prompt:
+                echo += f" for the prompt: {prompt}"
             return self._error(api, int(fault), f"injected fault {fault}{echo}")
         text = answer_for(prompt, model)
         self.stats.responses["200"] += 1
@@ -376,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "slow_seconds": args.slow_seconds,
                 "seed": args.seed,
             },
-            base=env,  # keeps what only the environment sets (STUB_ECHO_API_KEY)
+            base=env,  # keeps what only the environment sets (STUB_ECHO_API_KEY, STUB_ECHO_PROMPT)
         )
     except ValueError as exc:
         parser.error(str(exc))
