@@ -304,6 +304,28 @@ def test_a_span_that_ends_after_its_requests_root_is_masked_whole(
     assert "P-LEAK-1" not in trace.to_json()
 
 
+def test_a_span_whose_masking_fails_keeps_no_text_of_the_request(
+    built_model: Path, store: str, llm: StubServer
+) -> None:
+    """Masking fails for real (an attribute nested deeper than it can follow): the span is
+    still exported, with no text of the request's in its inputs, outputs, attributes, events or
+    status. The events are rewritten on the OpenTelemetry span MLflow wraps (no public API
+    changes an event): this checks that against the installed OpenTelemetry SDK."""
+    env = {**tracing_env(store, llm), "MLFLOW_EXPERIMENT_NAME": "pharmacy-tests-unmaskable"}
+    report = run_traced(built_model, ["unmaskable"], env)
+    assert any("masking" in line for line in report["logged"]), report["logged"]
+    trace = read_trace(store, report["trace_id"])
+    span = next(s for s in trace.data.spans if s.name == "unmaskable")
+    assert (span.inputs, span.outputs) == ("[MASKED]", "[MASKED]")
+    assert span.attributes["pharmacy.free_text"] == "[MASKED]"
+    assert span.attributes["pharmacy.rows"] == "[MASKED]"
+    assert [event.name for event in span.events] == ["exception"]
+    assert set(span.events[0].attributes.values()) == {"[MASKED]"}
+    assert span.status.status_code.value == "ERROR"
+    assert span.status.description == "[MASKED]"
+    assert "P-LEAK-1" not in trace.to_json()
+
+
 def test_masking_a_large_request_does_not_hold_up_other_requests(
     built_model: Path, store: str, llm: StubServer
 ) -> None:

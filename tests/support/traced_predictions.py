@@ -11,6 +11,9 @@
 - ``python -m tests.support.traced_predictions MODEL contention``: a request with 500 questions
   of 2,000 characters to mask ends a span while another request, in another thread, starts and
   marks its own strings; prints whether that other request had to wait for the masking.
+- ``python -m tests.support.traced_predictions MODEL unmaskable``: a span whose masking fails,
+  with the patient's id in its inputs, an attribute, an exception and its status; prints the
+  trace's id and what the masking logged.
 
 The environment says where traces go (``MLFLOW_TRACKING_URI``) and where the LLM is.
 """
@@ -173,6 +176,35 @@ def _contention() -> dict[str, Any]:
     return report
 
 
+def _unmaskable() -> dict[str, Any]:
+    """A real failure of the masking: an attribute nested deeper than it can follow (MLflow
+    stores it, as JSON; masking it recurses past Python's limit)."""
+    import logging
+
+    from pharmacy_service.model import tracing
+
+    logged: list[str] = []
+
+    class Logged(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    logging.getLogger(tracing.__name__).addHandler(Logged(logging.WARNING))
+    patient = str(ROW["patient_id"])
+    nested: Any = [f"rows of {patient}"]
+    for _ in range(600):
+        nested = [nested]
+    with tracing.request_span("unmaskable-root") as root:
+        tracing.hide([patient])
+        with tracing.span("unmaskable", "LLM") as child:
+            child.set_inputs({"text": f"Patient reference: {patient}"})
+            child.set_outputs({"text": f"written for {patient}"})
+            child.set_attribute("pharmacy.rows", nested)
+            child.set_attribute("pharmacy.free_text", f"written for {patient}")
+            child.record_exception(RuntimeError(f"failed for {patient}"))
+    return {"trace_id": tracing.trace_id(root), "logged": logged}
+
+
 def main() -> None:
     import mlflow
     import mlflow.pyfunc
@@ -191,6 +223,10 @@ def main() -> None:
         trace_id = _late_child()
         mlflow.flush_trace_async_logging()
         sys.stdout.write(json.dumps({"trace_id": trace_id}) + "\n")
+    elif sys.argv[2] == "unmaskable":
+        report = _unmaskable()
+        mlflow.flush_trace_async_logging()
+        sys.stdout.write(json.dumps(report) + "\n")
     elif sys.argv[2] == "contention":
         report = _contention()
         mlflow.flush_trace_async_logging()

@@ -31,7 +31,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -483,13 +483,55 @@ def record_usage(input_tokens: Any, output_tokens: Any, total_tokens: Any = None
 def mask_span(span: Any) -> None:
     """The span processor: mask inputs, outputs, the project's attributes and event attributes.
     MLflow calls it as each span ends, before the trace is exported. It fails closed: if
-    masking fails, the span's inputs and outputs are dropped."""
+    masking fails, the span keeps no text of the request's (:func:`_drop_text`)."""
     try:
         _mask_span(span)
-    except Exception:
-        logger.warning("masking a span failed; its inputs and outputs are dropped", exc_info=True)
-        span.set_inputs(MASK)
-        span.set_outputs(MASK)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the span fails closed
+        # The error's type only: its message could quote what was being masked.
+        logger.warning(
+            "masking_failed span=%s error=%s: the span keeps no text",
+            span.name,
+            type(exc).__name__,
+            extra={"event": "masking_failed"},
+        )
+        _drop_text(span)
+
+
+def _drop_text(span: Any) -> None:
+    """A span whose masking failed keeps its name, type, timing, MLflow's own attributes (ids,
+    span type, model, token counts) and its events' names; its inputs, outputs, the project's
+    attributes, every event attribute and its status description are replaced by
+    :data:`MASK`. Each part on its own, so that one that fails does not keep the others."""
+    from mlflow.entities import SpanStatus
+
+    def attributes() -> None:
+        for key in list(span.attributes or {}):
+            if not key.startswith("mlflow."):
+                span.set_attribute(key, MASK)
+
+    def status() -> None:
+        current = span.status
+        if current.description and current.description != CANCELLED:
+            span.set_status(SpanStatus(current.status_code, MASK))
+
+    parts: dict[str, Callable[[], None]] = {
+        "inputs": lambda: span.set_inputs(MASK),
+        "outputs": lambda: span.set_outputs(MASK),
+        "attributes": attributes,
+        "events": lambda: _rewrite_events(span, lambda found: dict.fromkeys(found, MASK)),
+        "status": status,
+    }
+    for part, drop in parts.items():
+        try:
+            drop()
+        except Exception as exc:  # noqa: BLE001 - said, and the other parts are still dropped
+            logger.error(
+                "masking_failed span=%s part=%s error=%s: that part could not be dropped",
+                span.name,
+                part,
+                type(exc).__name__,
+                extra={"event": "masking_failed"},
+            )
 
 
 def _mask_span(span: Any) -> None:
@@ -551,21 +593,34 @@ def _summary(item: Any) -> str:
 
 
 def _mask_events(span: Any, matcher: _Matcher | _Everything | None) -> None:
-    """Exception messages can carry what the request held: mask the events' attributes. MLflow
-    exposes events read-only, so they are rebuilt on the OpenTelemetry span it wraps."""
-    otel: Any = getattr(span, "_span", None)
-    events = getattr(otel, "_events", None)
-    if not events:
-        return
+    """Exception messages can carry what the request held: mask the events' attributes."""
+    _rewrite_events(span, lambda found: {k: _mask(v, matcher) for k, v in found.items()})
+
+
+def _rewrite_events(span: Any, rewrite: Callable[[Mapping[str, Any]], dict[str, Any]]) -> None:
+    """Replace each event's attributes with ``rewrite(attributes)``, before the span ends.
+
+    Neither MLflow nor OpenTelemetry can change an event once added (OpenTelemetry makes event
+    attributes immutable on purpose), and an exception's message is where a request's text
+    most often lands. So this touches two private names of the OpenTelemetry SDK: the span
+    MLflow's ``LiveSpan`` wraps (``_span``, an ``opentelemetry.sdk.trace.Span``) gets a new
+    ``_events`` list (a ``BoundedList``), of events built with the SDK's public ``Event``. Both
+    have been there through the SDK's 1.x releases, and a test checks them against the
+    installed version (``tests/service/test_tracing.py``, the span whose masking fails). If
+    they are gone this raises rather than pass the events by: the masking fails closed, says so
+    (``masking_failed``), and that test fails on the upgrade."""
     from opentelemetry.sdk.trace import Event
     from opentelemetry.sdk.util import BoundedList
 
-    rebuilt = [
-        Event(
-            event.name,
-            {k: _mask(v, matcher) for k, v in (event.attributes or {}).items()},
-            event.timestamp,
+    otel: Any = span._span
+    events = otel.events
+    if not events:
+        return
+    if not isinstance(getattr(otel, "_events", None), BoundedList):
+        raise RuntimeError(
+            "this OpenTelemetry SDK keeps a span's events where they cannot be masked"
         )
-        for event in events
+    rebuilt = [
+        Event(event.name, rewrite(event.attributes or {}), event.timestamp) for event in events
     ]
-    otel._events = BoundedList.from_seq(events._dq.maxlen, rebuilt)
+    otel._events = BoundedList.from_seq(None, rebuilt)  # the span is ending: nothing is added
