@@ -172,6 +172,7 @@ def test_the_template_backend_is_deterministic(
         "not_screened",
         "duplicates",
         "interactions",
+        "interactions_omitted",
         "highest_severity",
         "counseling_note",
         "note_source",
@@ -197,6 +198,30 @@ def test_an_answer_naming_another_drug_is_not_used(knowledge: KnowledgeBase) -> 
     assert row["note_source"] == "fallback"
     assert "simvastatin" not in row["counseling_note"]
     assert observer.fallbacks == Counter({"ungrounded": 1})
+
+
+def test_a_rejected_note_is_logged_without_patient_data(
+    knowledge: KnowledgeBase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line says which row and what kind of problem, never the patient id nor the drug
+    the LLM invented (before: ``reason=names drugs outside the facts: simvastatin
+    patient_id=g1``)."""
+
+    class InventingLLM:
+        name = "gemini"
+
+        async def note(self, prompt: str) -> str:
+            return "Warfarin and ibuprofen raise bleeding risk; also avoid simvastatin."
+
+    pipeline = Pipeline(knowledge, InventingLLM())
+    with caplog.at_level(logging.INFO):
+        asyncio.run(pipeline.run(parse_rows([{"patient_id": "MRN-77", **WARFARIN_NSAID}])))
+    rejected = [r for r in caplog.records if getattr(r, "event", None) == "llm_note_rejected"]
+    assert [(r.reason, r.row) for r in rejected] == [("invented_drugs", 0)]  # type: ignore[attr-defined]
+    for record in caplog.records:
+        text = record.getMessage() + " " + " ".join(map(str, vars(record).values()))
+        assert "MRN-77" not in text
+        assert "simvastatin" not in text
 
 
 def test_a_faithful_note_repeating_the_findings_advice_is_used(

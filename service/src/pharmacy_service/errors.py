@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from modelhub.serving import ExecutorClosedError, ExecutorTimeoutError, is_loop_error
 
-from .model.errors import InvalidInputError, LLMUnavailableError
+from .model.errors import (
+    InvalidInputError,
+    LimitExceededError,
+    LLMUnavailableError,
+    MalformedInputError,
+)
 
 __all__ = ["ServingError", "client_disconnected", "to_serving_error"]
 
@@ -57,6 +62,10 @@ def to_serving_error(exc: BaseException) -> ServingError:
     """Map any exception raised while answering a request to its HTTP error."""
     if isinstance(exc, ServingError):
         return exc
+    if isinstance(exc, MalformedInputError):
+        return ServingError(400, "BAD_REQUEST", str(exc), exc.field)
+    if isinstance(exc, LimitExceededError):
+        return ServingError(413, "LIMIT_EXCEEDED", str(exc), exc.field)
     if isinstance(exc, InvalidInputError):
         return unprocessable(str(exc), exc.field)
     if isinstance(exc, ExecutorTimeoutError):
@@ -106,7 +115,7 @@ def _from_mlflow(exc: BaseException) -> ServingError | None:
     message = str(getattr(exc, "message", exc))
     cause = exc.__cause__
     if isinstance(cause, InvalidInputError):
-        return unprocessable(str(cause), cause.field)
+        return to_serving_error(cause)
     if "valid JSON" in message or "JSON formatted" in message:
         return bad_request("The request body is not valid JSON.")
     # MLflow's messages quote the whole input table, then say what is wrong after "Error:".

@@ -121,7 +121,12 @@ class ScreenResult(BaseModel):
     corrections: list[Correction] = Field(description="Names read as a likely misspelling")
     not_screened: list[NotScreened]
     duplicates: list[Duplicate]
-    interactions: list[Interaction]
+    interactions: list[Interaction] = Field(
+        description="The most severe first, at most 100 per patient"
+    )
+    interactions_omitted: int = Field(
+        description="Interactions found beyond the 100 listed (the note counts them too)"
+    )
     highest_severity: Literal["contraindicated", "major", "moderate", "minor", "none"]
     counseling_note: str
     note_source: Literal["llm", "template", "fallback"]

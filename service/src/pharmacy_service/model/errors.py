@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["InvalidInputError", "LLMUnavailableError", "ScreeningError"]
+__all__ = [
+    "InvalidInputError",
+    "LLMUnavailableError",
+    "LimitExceededError",
+    "MalformedInputError",
+    "ScreeningError",
+]
 
 
 class ScreeningError(Exception):
@@ -17,6 +23,16 @@ class InvalidInputError(ScreeningError, ValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class LimitExceededError(InvalidInputError):
+    """The request asks for more than a limit allows (rows, medications per row, interactions
+    in the answer); the message names the limit. The server answers 413."""
+
+
+class MalformedInputError(InvalidInputError):
+    """The input is not well-formed text (a lone surrogate: not Unicode at all), whatever the
+    route it came by. The server answers 400, as for a body that is not valid JSON."""
 
 
 class LLMUnavailableError(ScreeningError):

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 
 from .resolve import NOT_KNOWN, Resolver
-from .screening import ScreeningResult
+from .screening import MAX_FINDINGS, ScreeningResult
 
 __all__ = [
     "DISCLAIMER",
     "TABLE_LIMITS",
+    "GroundingProblem",
     "build_prompt",
     "finish_llm_note",
     "grounding_problem",
@@ -25,6 +28,8 @@ DISCLAIMER = (
     "This is a screening aid, not medical advice: it does not replace advice from your "
     "pharmacist or prescriber."
 )
+NOTE_FINDINGS = 10
+"""Findings a template note writes out in full (the most severe first); it counts the rest."""
 TABLE_LIMITS = (
     "Only the interactions in this screening table were checked; a clean result does not mean "
     "the combination is safe."
@@ -108,11 +113,24 @@ def template_note(result: ScreeningResult, question: str | None = None) -> str:
             f"{count} interaction{'s' if count != 1 else ''} found; "
             f"highest severity: {result.highest_severity}."
         )
-        for n, finding in enumerate(result.findings, 1):
+        for n, finding in enumerate(result.findings[:NOTE_FINDINGS], 1):
             parts.append(
                 f"{n}. {finding.drug_a} + {finding.drug_b} ({finding.rule.severity}): "
                 f"{finding.rule.clinical_effect} {finding.advice}"
             )
+        rest = result.findings[NOTE_FINDINGS:]
+        if rest:
+            by_severity = Counter(f.rule.severity for f in rest)
+            counts = ", ".join(f"{n} {severity}" for severity, n in by_severity.items())
+            if len(result.findings) <= MAX_FINDINGS:
+                parts.append(
+                    f"{len(rest)} more interactions ({counts}) are listed in the screening results."
+                )
+            else:
+                parts.append(
+                    f"{len(rest)} more interactions ({counts}) were found; the screening results "
+                    f"list the {MAX_FINDINGS} most severe."
+                )
     if question:
         parts.append("Your question has been noted for the pharmacist.")
     parts.extend(screening_facts(result))
@@ -125,7 +143,7 @@ def finish_llm_note(note: str, result: ScreeningResult) -> str:
 
 
 def build_prompt(patient_id: str, result: ScreeningResult, question: str | None) -> str:
-    findings = [f.as_dict() for f in result.findings]
+    findings = [f.as_dict() for f in result.findings[:MAX_FINDINGS]]
     for finding in findings:
         for key in ("mechanism", "source", "basis"):
             finding.pop(key, None)
@@ -196,9 +214,23 @@ def allowed_drugs(result: ScreeningResult, question: str | None, resolver: Resol
     return allowed
 
 
+@dataclass(frozen=True, slots=True)
+class GroundingProblem:
+    """Why an LLM note cannot be used: ``kind`` (``invented_drugs`` or ``omitted_finding``),
+    safe to log; ``drugs``, the drug names it is about (patient data: masked wherever it goes)."""
+
+    kind: str
+    drugs: tuple[str, ...]
+
+    def __str__(self) -> str:
+        if self.kind == "invented_drugs":
+            return f"names drugs outside the facts: {', '.join(self.drugs)}"
+        return f"omits the finding {' + '.join(self.drugs)}"
+
+
 def grounding_problem(
     note: str, question: str | None, result: ScreeningResult, resolver: Resolver
-) -> str | None:
+) -> GroundingProblem | None:
     """Why an LLM note cannot be used, or ``None``: it names a drug that is neither the
     patient's nor in the prompt's facts (advice and effect text included), or it leaves out a
     major or contraindicated finding."""
@@ -208,12 +240,10 @@ def grounding_problem(
         n for n in named - allowed_drugs(result, question, resolver) if not resolver.is_ambiguous(n)
     )
     if invented:
-        return f"names drugs outside the facts: {', '.join(invented)}"
+        return GroundingProblem("invented_drugs", tuple(invented))
     for finding in result.findings:
         if finding.rule.severity in ("major", "contraindicated"):
             missing = [d for d in (finding.drug_a, finding.drug_b) if d not in named]
             if missing:
-                return (
-                    f"omits the {finding.rule.severity} finding {finding.drug_a} + {finding.drug_b}"
-                )
+                return GroundingProblem("omitted_finding", (finding.drug_a, finding.drug_b))
     return None

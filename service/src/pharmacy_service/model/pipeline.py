@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,18 +15,43 @@ from typing import Any
 from modelhub.serving import request_id_var
 
 from . import tracing
-from .errors import InvalidInputError, LLMUnavailableError
+from .errors import (
+    InvalidInputError,
+    LimitExceededError,
+    LLMUnavailableError,
+    MalformedInputError,
+)
 from .knowledge import KnowledgeBase
 from .llm import LLMObserver, NoteBackend, observed_call
 from .notes import DISCLAIMER, build_prompt, finish_llm_note, grounding_problem, template_note
-from .screening import Screener, ScreeningResult
+from .screening import MAX_FINDINGS, Budget, Screener, ScreeningResult
 
-__all__ = ["MAX_MEDICATIONS", "MAX_NAME_LENGTH", "MAX_ROWS", "Pipeline", "Row", "parse_rows"]
+__all__ = [
+    "MAX_FINDINGS",
+    "MAX_MEDICATIONS",
+    "MAX_NAME_LENGTH",
+    "MAX_ROWS",
+    "Pipeline",
+    "Row",
+    "Slices",
+    "budget_from_env",
+    "parse_rows",
+]
 
 logger = logging.getLogger(__name__)
 
 MAX_ROWS = 1000
-MAX_MEDICATIONS = 200
+MAX_MEDICATIONS = 50
+"""Medication strings per row: a patient's list is tens of items (polypharmacy in older adults
+is 10-20), not hundreds; every pair of drugs is looked up, so the cost grows with the square."""
+MAX_FINDINGS_PER_REQUEST = 10_000
+"""Interactions listed in one answer, all rows together: past it the request is refused (413)
+rather than answered with tens of megabytes."""
+TYPO_SEARCHES_PER_REQUEST = 100
+LOOKUPS_PER_REQUEST = 20_000
+_SLICE_SECONDS = 0.005
+"""CPU-bound screening yields the event loop at least this often, so that other requests (and
+the LLM calls in flight) keep running beside a large one."""
 MAX_NAME_LENGTH = 200
 MAX_QUESTION_LENGTH = 2000
 _SPLIT = re.compile(r"[,;\n]")
@@ -56,7 +83,7 @@ def parse_rows(data: Any) -> list[Row]:
     if not records:
         raise InvalidInputError("no rows: send at least one patient", field="rows")
     if len(records) > MAX_ROWS:
-        raise InvalidInputError(
+        raise LimitExceededError(
             f"{len(records)} rows is more than the {MAX_ROWS} allowed per request", field="rows"
         )
     return [_parse_row(i, record) for i, record in enumerate(records)]
@@ -85,6 +112,7 @@ def _parse_row(index: int, record: Any) -> Row:
             f"{where}.patient_id must be a non-empty string of at most 128 characters",
             field=f"{where}.patient_id",
         )
+    _check_text(patient_id, f"{where}.patient_id")
     medications = _parse_medications(where, record.get("medications"))
     question = record.get("question")
     if _missing(question):
@@ -94,7 +122,7 @@ def _parse_row(index: int, record: Any) -> Row:
             f"{where}.question must be a string, got {type(question).__name__}",
             field=f"{where}.question",
         )
-    elif len(question) > MAX_QUESTION_LENGTH:
+    elif _check_text(question, f"{where}.question") and len(question) > MAX_QUESTION_LENGTH:
         raise InvalidInputError(
             f"{where}.question is longer than {MAX_QUESTION_LENGTH} characters",
             field=f"{where}.question",
@@ -123,6 +151,7 @@ def _parse_medications(where: str, value: Any) -> list[str]:
             raise InvalidInputError(
                 f"{field}[{i}] must be a string, got {type(item).__name__}", field=f"{field}[{i}]"
             )
+        _check_text(item, f"{field}[{i}]")
         if len(item) > MAX_NAME_LENGTH:
             raise InvalidInputError(
                 f"{field}[{i}] is longer than {MAX_NAME_LENGTH} characters", field=f"{field}[{i}]"
@@ -130,15 +159,64 @@ def _parse_medications(where: str, value: Any) -> list[str]:
         if item.strip():
             names.append(item.strip())
     if len(names) > MAX_MEDICATIONS:
-        raise InvalidInputError(
-            f"{field} lists {len(names)} medications; at most {MAX_MEDICATIONS} are screened per row",
+        raise LimitExceededError(
+            f"{field} lists {len(names)} medications; at most {MAX_MEDICATIONS} are screened per "
+            "row (a patient's list, not a catalogue)",
             field=field,
         )
     return names
 
 
+def _check_text(value: str, field: str) -> bool:
+    """A string that is Unicode: JSON can carry a lone surrogate (``"\\ud800"``), which no
+    encoding can write; refused as malformed (400) on every route, as /v1/screen's parser does."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start]
+        raise MalformedInputError(
+            f"{field} is not valid Unicode: a lone surrogate (\\u{ord(bad):04x}) at character "
+            f"{exc.start}",
+            field=field,
+        ) from None
+    return True
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def budget_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """The per-request name-resolution budget: ``PHARMACY_TYPO_SEARCHES_PER_REQUEST`` (default
+    100) and ``PHARMACY_LOOKUPS_PER_REQUEST`` (default 20,000), whole numbers of at least 1."""
+    env = os.environ if env is None else env
+    values = []
+    for name, default in (
+        ("PHARMACY_TYPO_SEARCHES_PER_REQUEST", TYPO_SEARCHES_PER_REQUEST),
+        ("PHARMACY_LOOKUPS_PER_REQUEST", LOOKUPS_PER_REQUEST),
+    ):
+        raw = env.get(name, "").strip()
+        if not raw:
+            values.append(default)
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{name}={raw!r} is invalid: use a whole number of at least 1.")
+        values.append(int(raw))
+    return values[0], values[1]
+
+
+class Slices:
+    """Yields the event loop once a slice of CPU-bound work has run: the loop is shared with
+    every other request and LLM call of the process, and must not stall behind one request.
+    A cancelled request (its deadline, its client gone) stops at the next slice."""
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + _SLICE_SECONDS
+
+    async def tick(self) -> None:
+        if time.perf_counter() >= self._until:
+            await asyncio.sleep(0)
+            self._until = time.perf_counter() + _SLICE_SECONDS
 
 
 class Pipeline:
@@ -158,6 +236,7 @@ class Pipeline:
         self.strict = strict
         self.max_concurrency = max_concurrency
         self.observer = observer if observer is not None else LLMObserver()
+        self.typo_searches_per_request, self.lookups_per_request = budget_from_env()
 
     async def aclose(self) -> None:
         """Release the backend's connections (on the loop that used them)."""
@@ -170,16 +249,26 @@ class Pipeline:
         return self.backend.name if self.backend is not None else "template"
 
     async def run(self, rows: list[Row]) -> list[dict[str, Any]]:
+        slices = Slices()
         with tracing.span("screen", "TOOL", {"pharmacy.rows": len(rows)}) as span:
-            results = [self.screener.screen(row.medications) for row in rows]
+            results = await self._screen(rows, slices)
             if tracing.trace_id(span) is not None:  # this request is traced (and sampled)
                 span.set_outputs(_screening_summary(rows, results))
                 tracing.hide(_names_in(results), medications=True)
+        listed = sum(min(len(result.findings), MAX_FINDINGS) for result in results)
+        if listed > MAX_FINDINGS_PER_REQUEST:
+            raise LimitExceededError(
+                f"the answer would list {listed} interactions; at most "
+                f"{MAX_FINDINGS_PER_REQUEST} are listed per request: send fewer rows",
+                field="rows",
+            )
         if self.backend is None:
-            return [
-                self._output(row, result, template_note(result, row.question), "template")
-                for row, result in zip(rows, results, strict=True)
-            ]
+            outputs = []
+            for row, result in zip(rows, results, strict=True):
+                await slices.tick()
+                note = template_note(result, row.question)
+                outputs.append(self._output(row, result, note, "template"))
+            return outputs
         limit = asyncio.Semaphore(self.max_concurrency)
         tasks = [
             asyncio.ensure_future(self._llm_row(limit, index, row, result))
@@ -193,16 +282,32 @@ class Pipeline:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
+    async def _screen(self, rows: list[Row], slices: Slices) -> list[ScreeningResult]:
+        """Every row's screening, in slices (see :class:`Slices`), within one budget."""
+        budget = Budget(self.typo_searches_per_request, self.lookups_per_request)
+        results = []
+        for row in rows:
+            steps = self.screener.steps(row.medications, budget)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    results.append(done.value)
+                    break
+                await slices.tick()
+            await slices.tick()  # a row that never yielded (its names past the budget)
+        return results
+
     async def _llm_row(
         self, limit: asyncio.Semaphore, index: int, row: Row, result: ScreeningResult
     ) -> dict[str, Any]:
         with tracing.span("note", "CHAIN", {"pharmacy.row": index}) as span:
-            output = await self._note_row(limit, row, result)
+            output = await self._note_row(limit, index, row, result)
             span.set_attribute("pharmacy.note_source", output["note_source"])
             return output
 
     async def _note_row(
-        self, limit: asyncio.Semaphore, row: Row, result: ScreeningResult
+        self, limit: asyncio.Semaphore, index: int, row: Row, result: ScreeningResult
     ) -> dict[str, Any]:
         assert self.backend is not None
         prompt = build_prompt(row.patient_id, result, row.question)
@@ -212,34 +317,41 @@ class Pipeline:
             problem = grounding_problem(note, row.question, result, self.screener.resolver)
             # On the row's span, not a span of its own: each span costs the request CPU.
             tracing.current_attribute("pharmacy.grounded", problem is None)
-            if problem is not None:
-                tracing.current_attribute("pharmacy.grounding_problem", problem)
             if problem is None:
                 return self._output(row, result, finish_llm_note(note, result), "llm")
+            # A drug the LLM invented is a medication name like any other: masked in traces,
+            # and only the kind of problem is logged.
+            tracing.hide(problem.drugs, medications=True)
+            tracing.current_attribute("pharmacy.grounding_problem", str(problem))
             logger.info(
-                "llm_note_rejected reason=%s patient_id=%s request_id=%s",
-                problem,
-                row.patient_id,
+                "llm_note_rejected reason=%s row=%d request_id=%s",
+                problem.kind,
+                index,
                 request_id_var.get(),
-                extra={"event": "llm_note_rejected", "reason": problem},
+                extra={"event": "llm_note_rejected", "reason": problem.kind, "row": index},
             )
             note, failure = None, "ungrounded"
         assert failure is not None
         if self.strict:
             raise LLMUnavailableError(
-                f"The LLM backend failed ({failure}) for patient {row.patient_id}; "
+                f"The LLM backend failed ({failure}) for rows[{index}]; "
                 "strict mode forbids the template fallback.",
                 kind="timeout" if failure == "timeout" else "upstream",
             )
         tracing.current_attribute("pharmacy.fallback_reason", failure)
         self.observer.on_fallback(self.backend.name, failure)
         logger.warning(
-            "llm_fallback backend=%s reason=%s patient_id=%s request_id=%s",
+            "llm_fallback backend=%s reason=%s row=%d request_id=%s",
             self.backend.name,
             failure,
-            row.patient_id,
+            index,
             request_id_var.get(),
-            extra={"event": "llm_fallback", "backend": self.backend.name, "reason": failure},
+            extra={
+                "event": "llm_fallback",
+                "backend": self.backend.name,
+                "reason": failure,
+                "row": index,
+            },
         )
         return self._output(row, result, template_note(result, row.question), "fallback")
 
@@ -252,7 +364,8 @@ class Pipeline:
             "corrections": result.corrections,
             "not_screened": result.not_screened,
             "duplicates": result.duplicates,
-            "interactions": [finding.as_dict() for finding in result.findings],
+            "interactions": [finding.as_dict() for finding in result.findings[:MAX_FINDINGS]],
+            "interactions_omitted": max(0, len(result.findings) - MAX_FINDINGS),
             "highest_severity": result.highest_severity,
             "counseling_note": note,
             "note_source": source,

@@ -3,6 +3,7 @@ pair among the drugs with systemic exposure."""
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -11,12 +12,32 @@ from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBa
 from .medstrings import ParsedMedication, parse_medication
 from .resolve import NOT_KNOWN, Resolution, Resolver, Unread
 
-__all__ = ["Entry", "Finding", "Screener", "ScreeningResult"]
+__all__ = ["MAX_FINDINGS", "Budget", "Entry", "Finding", "Screener", "ScreeningResult"]
 
 _BASIS = {2: "drug pair", 1: "drug and class", 0: "class pair"}
 MAX_TYPO_SEARCHES = 20
 """Typo searches per row (each scans the lexicon); later unknown names are reported as not
 recognised without one, so that a list of junk cannot cost unbounded CPU."""
+MAX_FINDINGS = 100
+"""Interactions listed per row, the most severe first; more are counted in
+``interactions_omitted`` and named in the note (50 drugs can make 1,225 pairs)."""
+_PAIRS_PER_STEP = 200
+"""Drug pairs looked up between two yields of :meth:`Screener.steps`."""
+
+
+@dataclass(slots=True)
+class Budget:
+    """What one request may spend on name resolution, across all its rows: typo searches
+    (each scans the lexicon, 2-4 ms) and name lookups (one per medication string). Past
+    either, the remaining names are reported as not recognised, with the reason, not searched.
+    """
+
+    typo_searches: int
+    lookups: int
+
+    @classmethod
+    def unlimited(cls) -> Budget:
+        return cls(typo_searches=1 << 62, lookups=1 << 62)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,21 +176,50 @@ class Screener:
         self.knowledge = knowledge
         self.resolver = Resolver(knowledge)
 
-    def screen(self, medications: list[str]) -> ScreeningResult:
+    def screen(self, medications: list[str], budget: Budget | None = None) -> ScreeningResult:
+        """Screen one patient's list (all at once: see :meth:`steps` to screen in slices)."""
+        steps = self.steps(medications, budget)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                result: ScreeningResult = done.value
+                return result
+
+    def steps(
+        self, medications: list[str], budget: Budget | None = None
+    ) -> Generator[None, None, ScreeningResult]:
+        """The screening, one medication string (or one slice of drug pairs) per step: the
+        caller may yield to other work between steps, and stop by not asking for more."""
+        budget = budget if budget is not None else Budget.unlimited()
         entries: list[Entry] = []
         searches_left = MAX_TYPO_SEARCHES
         for text in medications:
-            if text.strip():
-                resolutions, parsed, searched, reason = self._resolve(text, searches_left > 0)
-                searches_left -= searched
-                entries.append(self._entry(parsed, resolutions, reason))
+            if not text.strip():
+                continue
+            if budget.lookups <= 0:
+                parsed = parse_medication(text)
+                entries.append(self._entry(parsed, [], "not searched: the request's budget"))
+                yield
+                continue
+            budget.lookups -= 1
+            may_search = searches_left > 0 and budget.typo_searches > 0
+            resolutions, parsed, searched, reason = self._resolve(text, may_search)
+            if reason is not None and reason.startswith("not searched") and searches_left > 0:
+                reason = "not searched: the request's budget"
+            searches_left -= searched
+            budget.typo_searches -= searched
+            entries.append(self._entry(parsed, resolutions, reason))
+            yield
         supplied_by: dict[str, set[int]] = {}  # generic -> the entries that supply it
         for index, entry in enumerate(entries):
             for generic in entry.screened:
                 supplied_by.setdefault(generic, set()).add(index)
         generics = list(supplied_by)
         findings: list[Finding] = []
-        for a, b in combinations(generics, 2):
+        for n, (a, b) in enumerate(combinations(generics, 2), 1):
+            if n % _PAIRS_PER_STEP == 0:
+                yield
             if _one_product(supplied_by[a], supplied_by[b], entries):
                 continue
             rule = self._rule_for_forms(a, b, entries, supplied_by)
@@ -215,7 +265,7 @@ class Screener:
                     reason = found.reason
                     continue
                 if not may_search:
-                    reason = f"not searched for a misspelling: at most {MAX_TYPO_SEARCHES} per row"
+                    reason = f"not searched: at most {MAX_TYPO_SEARCHES} misspellings per row"
                     continue
                 searched = True  # only the main name may be a misspelling, not a comment
                 found = self.resolver.correct(name)
