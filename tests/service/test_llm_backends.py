@@ -123,8 +123,32 @@ def test_the_api_key_never_reaches_the_logs(
     assert row["note_source"] == "fallback"
     failures = [r for r in caplog.records if getattr(r, "event", None) == "llm_call_failed"]
     assert failures, "the failure is logged"
-    assert "injected fault 500" in failures[0].getMessage()  # the error text is there...
-    assert secret not in caplog.text  # ...without the key
+    assert "status=500" in failures[0].getMessage()
+    assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_upstream_error_that_quotes_the_prompt_is_logged_without_it(
+    load_model: Callable[..., Any],
+    stub: StubServer,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stub's error quotes the prompt, patient data included (its echo_prompt), as an
+    upstream's validation error can: the log says the error's class and status code, never
+    its text."""
+    stub.config = StubConfig(fault_rate=1.0, faults=("500",), echo_prompt=True)
+    model = load_model(backend)
+    patient = "P-LOG-4471"
+    with caplog.at_level(logging.WARNING):
+        (row,) = model.predict(pd.DataFrame([{"patient_id": patient, **ROW}]))
+    assert row["note_source"] == "fallback"
+    for quoted in (patient, "Write the counselling note", "warfarin"):
+        assert quoted not in caplog.text, quoted
+    (failure,) = [r for r in caplog.records if getattr(r, "event", None) == "llm_call_failed"]
+    assert (failure.kind, failure.status_code) == ("server_error", 500)  # type: ignore[attr-defined]
+    assert failure.error_type.endswith("Error")  # type: ignore[attr-defined]
+    assert f"error={failure.error_type} status=500" in failure.getMessage()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("backend", "module"), [("openai", "openai"), ("anthropic", "anthropic")])

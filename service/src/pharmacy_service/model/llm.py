@@ -427,12 +427,10 @@ def classify_error(exc: BaseException) -> str:
         return exc.kind
     if isinstance(exc, TimeoutError):
         return "timeout"
-    code = getattr(exc, "status_code", None)  # openai, anthropic
-    if not isinstance(code, int):
-        code = getattr(exc, "code", None)  # google-genai
+    code = status_code(exc)
     if "timeout" in type(exc).__name__.lower():  # openai/anthropic APITimeoutError
         return "timeout"
-    if isinstance(code, int):
+    if code is not None:
         if code == 429:
             return "rate_limited"
         if code >= 500:
@@ -444,6 +442,19 @@ def classify_error(exc: BaseException) -> str:
     if "disconnect" in type(exc).__name__.lower() or "protocol" in type(exc).__name__.lower():
         return "connection"
     return "error"
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status an SDK's error carries, if any."""
+    code = getattr(exc, "status_code", None)  # openai, anthropic
+    if not isinstance(code, int):
+        code = getattr(exc, "code", None)  # google-genai
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def error_class(exc: BaseException) -> str:
+    """The error's class, as a log may say it: its text can quote the prompt (patient data)."""
+    return type(exc).__qualname__[:100]
 
 
 def _span_attributes(backend: NoteBackend) -> dict[str, Any]:
@@ -477,12 +488,22 @@ async def observed_call(
             span.set_attribute("pharmacy.llm.error_kind", kind)
             span.record_exception(exc)
             observer.on_llm_call(backend.name, kind, time.monotonic() - started)
+            # The error's class and status only, never its text: an upstream's error can quote
+            # the prompt, which holds the patient's data.
+            error_type, code = error_class(exc), status_code(exc)
             logger.warning(
-                "llm_call_failed backend=%s kind=%s error=%s",
+                "llm_call_failed backend=%s kind=%s error=%s status=%s",
                 backend.name,
                 kind,
-                redact(f"{type(exc).__name__}: {exc}"),
-                extra={"event": "llm_call_failed", "backend": backend.name, "kind": kind},
+                error_type,
+                code,
+                extra={
+                    "event": "llm_call_failed",
+                    "backend": backend.name,
+                    "kind": kind,
+                    "error_type": error_type,
+                    "status_code": code,
+                },
             )
             return None, kind
         observer.on_llm_call(backend.name, "ok", time.monotonic() - started)
