@@ -162,19 +162,40 @@ def test_arun_timeout_and_cancellation_cancel_the_call(make_executor: Any, mode:
         asyncio.run(caller())
     assert cancelled.wait(5)
 
-    if mode == "shared":  # isolated mode runs the call in a thread, which cannot be cancelled
+    # Cancelling the awaiting task cancels the call in its own loop (in isolated mode, the
+    # fresh loop in its helper thread), whose finally blocks run; with and without a deadline.
+    for timeout in (None, 30):
         started.clear()
         cancelled.clear()
 
-        async def cancel_the_caller() -> None:
-            task = asyncio.create_task(executor.arun(stuck))
+        async def cancel_the_caller(deadline: float | None) -> None:
+            task = asyncio.create_task(executor.arun(stuck, timeout=deadline))
             assert await asyncio.to_thread(started.wait, 10)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
 
-        asyncio.run(cancel_the_caller())
-        assert cancelled.wait(5)
+        asyncio.run(cancel_the_caller(timeout))
+        assert cancelled.wait(5), f"the call was not cancelled (timeout={timeout})"
+
+    # Cancelled at once, before its loop (in isolated mode, its helper thread's) has started
+    # the call: it never starts, or is cancelled; nothing is left running.
+    started.clear()
+    cancelled.clear()
+
+    async def cancel_at_once() -> None:
+        task = asyncio.create_task(executor.arun(stuck))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_at_once())
+    for thread in threading.enumerate():
+        if thread.name == "modelhub-isolated-call":
+            thread.join(5)
+            assert not thread.is_alive()
+    assert not started.is_set() or cancelled.wait(5)
 
 
 class LagSeen(RecordingHooks):

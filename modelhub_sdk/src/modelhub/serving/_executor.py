@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import os
 import threading
 import time
@@ -23,11 +22,11 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from . import _lifecycle
-from ._isolated import attempt_isolated
+from ._isolated import attempt_isolated, attempt_isolated_async
 from ._loop import LoopThread, running_loop
 from ._report import Reporter
 from ._retry import RetryPolicy
-from ._work import CANCEL_GRACE, Work, remaining
+from ._work import CANCEL_GRACE, Work, await_call, remaining
 from .config import ExecutorConfig
 from .errors import (
     CalledFromExecutorLoopError,
@@ -235,17 +234,14 @@ class AsyncExecutor:
         timeout: float | None = None,  # noqa: ASYNC109 - same contract as run()
         **kwargs: Any,
     ) -> T:
-        """``await`` this from async code: the call runs on the executor's loop (``shared``) or in
-        a worker thread (``isolated``) and never blocks the caller's loop. Same contract as
-        :meth:`run`; cancelling the awaiting task cancels the call."""
+        """``await`` this from async code: the call runs on the executor's loop (``shared``) or on
+        a fresh loop in a helper thread (``isolated``) and never blocks the caller's loop. Same
+        contract as :meth:`run`; cancelling the awaiting task cancels the call."""
         self._check_open()
-        if self.config.mode == "isolated":
-            return await asyncio.to_thread(
-                functools.partial(self.run, fn, *args, timeout=timeout, **kwargs)
-            )
         work = Work(fn, args, kwargs, self.config.max_attempts, self._deadline(timeout))
+        attempt = self._aattempt_shared if self.config.mode == "shared" else self._aattempt_isolated
         with self._report.observed(work):
-            return await self._retry.acall(self._aattempt_shared, work)
+            return await self._retry.acall(attempt, work)
 
     def ping(self, timeout: float = 1.0) -> float:
         """Round-trip time in seconds of a no-op through the shared loop (starting it if needed).
@@ -327,6 +323,9 @@ class AsyncExecutor:
     def _attempt_isolated(self, work: Work[T]) -> T:
         return attempt_isolated(work, self._report.abandoned)
 
+    async def _aattempt_isolated(self, work: Work[T]) -> T:
+        return await attempt_isolated_async(work, self._report.abandoned)
+
     async def _aattempt_shared(self, work: Work[T]) -> T:
         work.attempts += 1
         left = remaining(work.deadline)
@@ -340,16 +339,8 @@ class AsyncExecutor:
                     raise work.timeout_error() from None
                 raise
         future = loop_thread.submit(work)
-        waiter = asyncio.wrap_future(future)
-        waiter.add_done_callback(_consume_exception)
-        try:
-            done, _ = await asyncio.wait({waiter}, timeout=left)
-        except BaseException:  # the awaiting task was cancelled: cancel the call too
-            future.cancel_task()
-            raise
-        if not done:
-            future.cancel_task()
-            await asyncio.wait({waiter}, timeout=CANCEL_GRACE)
+        waiter = await await_call(future, future.cancel_task, left)
+        if waiter is None:
             raise work.timeout_error()
         result: T = waiter.result()
         return result
@@ -412,11 +403,6 @@ def _reset_default_lock_after_fork() -> None:
 
 
 _lifecycle.on_fork_in_child(_reset_default_lock_after_fork)
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def run_async(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import inspect
 import time
@@ -10,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import ExecutorTimeoutError
 
-__all__ = ["CANCEL_GRACE", "Work", "describe", "remaining"]
+__all__ = ["CANCEL_GRACE", "Work", "await_call", "describe", "remaining"]
 
 T = TypeVar("T")
 
@@ -109,3 +111,30 @@ def remaining(deadline: float | None) -> float | None:
     if left <= 0:
         raise ExecutorTimeoutError("The call's deadline passed before the attempt could start.")
     return left
+
+
+async def await_call(
+    future: concurrent.futures.Future[T], cancel: Callable[[], None], within: float | None
+) -> asyncio.Future[T] | None:
+    """Await, from this loop, a call running on another loop: its ``future``, done, or None
+    when ``within`` seconds passed first. If the awaiting task is cancelled, or the time
+    passes, the call is cancelled (``cancel``) in its own loop; after a timeout it gets
+    :data:`CANCEL_GRACE` to unwind."""
+    waiter = asyncio.wrap_future(future)
+    waiter.add_done_callback(_consume_exception)
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=within)
+    except BaseException:  # the awaiting task was cancelled: cancel the call too
+        cancel()
+        raise
+    if done:
+        return waiter
+    cancel()
+    await asyncio.wait({waiter}, timeout=CANCEL_GRACE)
+    return None
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    # A waiter nobody reads (its caller was cancelled) must not be logged as never retrieved.
+    if not future.cancelled():
+        future.exception()
