@@ -3,10 +3,13 @@ through the saved model as MLflow loads it, from many threads, with faults."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -20,6 +23,7 @@ from pharmacy_service.model.llm import (
     classify_error,
 )
 from pharmacy_service.stub import StubConfig, StubServer
+from tests.service.conftest import stub_base_url
 
 BACKENDS = ["gemini", "openai", "anthropic"]
 ROW = {"medications": ["warfarin 5 mg PO nightly", "Advil 400 mg q6h prn"]}
@@ -184,6 +188,30 @@ def test_sdk_errors_are_classified_by_status() -> None:
         assert classify_error(anthropic.APIStatusError("x", response=response, body=None)) == kind
     assert classify_error(openai.APITimeoutError(request=request)) == "timeout"
     assert classify_error(anthropic.APIConnectionError(request=request)) == "connection"
+
+
+def test_the_gemini_session_of_each_loop_is_closed_when_that_loop_ends(stub: StubServer) -> None:
+    """Isolated mode's shape: every call on a fresh loop, one after another and from several
+    threads at once. The backend builds an aiohttp session (and a client) per loop; each must
+    be closed, on its own loop, as that loop ends, and leave no connection open to the upstream
+    (each was left open: one session and its keep-alive connection per loop)."""
+    backend = backend_from_env(
+        "gemini", {"GEMINI_BASE_URL": stub_base_url("gemini", stub.port or 0)}
+    )
+
+    def one_call(_: int) -> str:
+        return asyncio.run(backend.note("Write the counselling note now."))
+
+    notes = [one_call(n) for n in range(5)]
+    with ThreadPoolExecutor(4) as pool:
+        notes += pool.map(one_call, range(8))
+    assert len(notes) == 13
+    assert all(note.startswith("Stub answer") for note in notes)
+    assert stub.stats.connections >= 5  # a connection per loop, at least
+    deadline = time.monotonic() + 5
+    while stub.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)  # the stub sees each close on its own loop
+    assert stub.open_connections == 0
 
 
 @pytest.mark.parametrize(("trust_env", "source"), [("false", "llm"), ("true", "fallback")])

@@ -9,6 +9,8 @@ on the executor's loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import importlib
 import importlib.util
 import logging
@@ -271,6 +273,15 @@ def require_sdk(backend: str, module: str, extra: str) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _LoopClient:
+    """One loop's Gemini client and the task that holds its aiohttp session open."""
+
+    client: Any
+    holder: asyncio.Task[None]
+    started: asyncio.Future[None]
+
+
 class GeminiBackend:
     """google-genai's ``client.aio.models.generate_content``.
 
@@ -279,8 +290,11 @@ class GeminiBackend:
     lookups from the environment on every call (each is a hop to a thread pool; set
     ``PHARMACY_LLM_TRUST_ENV=true`` to keep them), a bounded connection pool
     (``PHARMACY_LLM_MAX_CONNECTIONS``), keep-alive. The client and session belong to that loop
-    (the executor's, in shared mode); a call on another loop builds its own. Older SDKs get the
-    process's one client, which manages its own sessions."""
+    (the executor's, in shared mode); a call on another loop (isolated mode: each call's own)
+    builds its own, which lives as long as that loop runs: a task on the loop holds it and
+    closes it there when the loop shuts down (``asyncio.run`` and the executor's loop cancel
+    every task as they end) or at :meth:`aclose`. Older SDKs get the process's one client,
+    which manages its own sessions."""
 
     name = "gemini"
 
@@ -299,34 +313,79 @@ class GeminiBackend:
         self._config = types.GenerateContentConfig(
             system_instruction=SYSTEM_INSTRUCTION, temperature=0.2, max_output_tokens=400
         )
-        self._on_loop: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
+        self._lock = threading.Lock()
+        self._on_loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
-    def _client(self) -> Any:
+    async def _client(self) -> Any:
         if not self._own_session:
             return gemini_client(self.settings)
         loop = asyncio.get_running_loop()
-        current = self._on_loop
-        if current is None or current[0] is not loop:
-            import aiohttp
+        held = self._on_loops.get(loop)  # one lookup, without the lock: only this loop adds it
+        if held is None:
+            held = self._hold(loop)
+        await held.started  # the holder runs, so its loop's shutdown will close the session
+        return held.client
 
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.settings.max_connections, keepalive_timeout=30
-                ),
-                trust_env=self.settings.trust_env,
-            )
-            current = self._on_loop = (loop, _build_gemini(self.settings, session), session)
-        return current[1]
+    def _hold(self, loop: asyncio.AbstractEventLoop) -> _LoopClient:
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self.settings.max_connections, keepalive_timeout=30
+            ),
+            trust_env=self.settings.trust_env,
+        )
+        client = _build_gemini(self.settings, session)
+        started = loop.create_future()
+        # In a context of its own: the task lives as long as the loop, not the request.
+        holder = loop.create_task(
+            self._keep(loop, session, client, started),
+            name="pharmacy-gemini-session",
+            context=contextvars.Context(),
+        )
+        held = _LoopClient(client, holder, started)
+        with self._lock:
+            # Loops closed without cancelling their tasks: their sessions cannot be closed now.
+            for closed in [other for other in self._on_loops if other.is_closed()]:
+                del self._on_loops[closed]
+            self._on_loops[loop] = held
+        return held
+
+    async def _keep(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        session: Any,
+        client: Any,
+        started: asyncio.Future[None],
+    ) -> None:
+        """Hold this loop's session until the loop shuts down or :meth:`aclose`, then close it
+        here, on its own loop."""
+        try:
+            started.set_result(None)
+            await loop.create_future()  # only cancellation ends it
+        finally:
+            with self._lock:
+                if (held := self._on_loops.get(loop)) is not None and held.client is client:
+                    del self._on_loops[loop]
+            await session.close()
+            client.close()
 
     async def aclose(self) -> None:
-        current, self._on_loop = self._on_loop, None
-        if current is not None and current[0] is asyncio.get_running_loop():
-            await current[2].close()
-            current[1].close()
+        """Close every loop's session: this loop's now, the others' on their own loops."""
+        with self._lock:
+            held, self._on_loops = self._on_loops, {}
+        here = asyncio.get_running_loop()
+        for loop, on_loop in held.items():
+            if loop is here:
+                on_loop.holder.cancel()
+                await asyncio.wait({on_loop.holder})
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                    loop.call_soon_threadsafe(on_loop.holder.cancel)
         await close_gemini_client()
 
     async def note(self, prompt: str) -> str:
-        client = self._client()
+        client = await self._client()
         async with asyncio.timeout(self.settings.timeout):
             response = await client.aio.models.generate_content(
                 model=self.settings.model, contents=prompt, config=self._config

@@ -145,6 +145,13 @@ class StubServer:
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
 
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (a snapshot; readable from another thread): a client that
+        leaves its session unclosed leaves its keep-alive connections here."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/{version}/models/{model}", self._generate)
