@@ -43,8 +43,13 @@ def run(model: Path, stub: Stub, logs: Path, quick: bool) -> Result:
             "hand-written /invocations cases": tried.get("invocations corpus", 0),
             "generated /v1/screen bodies (hypothesis)": tried.get("screen generated", 0),
             "oversized headers": tried.get("headers", 0),
+            "maximum-size junk bodies (1,000 rows x 50 random strings)": tried.get(
+                "junk bodies", 0
+            ),
             "pytest": summary,
         },
         "Every answer a 4xx with a JSON body (error_code, message, request_id) or a 200 for odd "
-        "but valid input; no 5xx; the server healthy afterwards with no ERROR line in its log.",
+        "but valid input; no 5xx; a maximum-size junk body answered within 15 s with a one-drug "
+        "request served at once after it; the server healthy afterwards with no ERROR line in "
+        "its log.",
     )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from email.message import Message
 from io import StringIO
 from typing import Any
 
@@ -22,7 +23,7 @@ from . import _mlflow, metrics
 from .errors import ServingError, bad_request, to_serving_error
 from .settings import Settings
 
-__all__ = ["ScoringHandler"]
+__all__ = ["ScoringHandler", "media_type"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +55,7 @@ class ScoringHandler:
     ) -> tuple[Any, dict[str, Any] | None]:
         """MLflow's scoring protocol: JSON parsed by MLflow's own code (same accepted inputs),
         CSV read as MLflow reads it but with every cell the string it is (:func:`_read_csv`)."""
-        mime, _, parameters = (content_type or "").partition(";")
-        mime = mime.strip().lower()
-        charset = "utf-8"
-        for parameter in parameters.split(";"):
-            key, _, value = parameter.strip().partition("=")
-            if key.lower() == "charset":
-                charset = value.strip().lower()
-            elif key:
-                raise ServingError(
-                    415, "UNSUPPORTED_MEDIA_TYPE", f"Unsupported content type parameter {key!r}."
-                )
-        if charset != "utf-8":
-            raise ServingError(415, "UNSUPPORTED_MEDIA_TYPE", "Only UTF-8 bodies are accepted.")
+        mime = media_type(content_type)
         if mime not in (JSON, CSV):
             raise ServingError(
                 415,
@@ -223,6 +212,25 @@ def _read_csv(text: str) -> Any:
         return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except ValueError as exc:  # pandas' ParserError and EmptyDataError
         raise bad_request(f"The CSV body could not be read: {str(exc)[:200]}") from None
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a ``Content-Type`` header, lower case, read as HTTP says (RFC 9110:
+    parameter values may be quoted; names and the charset are case-blind), by the standard
+    library's header parser. The only parameter accepted is ``charset``, and it must be UTF-8:
+    anything else is 415."""
+    header = Message()
+    header["content-type"] = content_type or ""
+    for key, value in header.get_params(failobj=[])[1:]:
+        if key.lower() != "charset" or not value:
+            raise ServingError(
+                415, "UNSUPPORTED_MEDIA_TYPE", f"Unsupported content type parameter {key!r}."
+            )
+        if str(value).strip().lower() not in ("utf-8", "utf8"):
+            raise ServingError(415, "UNSUPPORTED_MEDIA_TYPE", "Only UTF-8 bodies are accepted.")
+    if not content_type or "/" not in content_type.partition(";")[0]:
+        return ""
+    return header.get_content_type()
 
 
 def _remaining(deadline: float) -> float:

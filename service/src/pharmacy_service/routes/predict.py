@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from ..errors import ServingError
+from ..handler import media_type
 from ..model.pipeline import Slices
 from ..schemas import ScreenRequest, ScreenResponse
 from ..settings import Settings
@@ -40,8 +41,7 @@ async def invocations(request: Request, state: State, scorer: Scorer) -> Respons
     summary="Screen patients' medications for interactions",
 )
 async def screen(request: Request, state: State, scorer: Scorer) -> ScreenResponse:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
+    if media_type(request.headers.get("content-type")) != "application/json":
         raise ServingError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json.")
     body = await read_body(request, state.settings)
     with scorer.admitted():
