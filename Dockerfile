@@ -52,7 +52,7 @@ RUN mkdir -p /run/prometheus && chown 10001:10001 /run/prometheus
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["pharmacy-healthcheck"]
-CMD ["gunicorn", "-c", "python:pharmacy_service.gunicorn_conf"]
+CMD ["gunicorn", "-c", "python:pharmacy_service.server.gunicorn_conf"]
 
 # docker build --target registry: an MLflow tracking server with its store in /mlflow (a volume).
 FROM runtime-base AS registry

@@ -131,7 +131,7 @@ def main() -> None:
         command = [
             str(Path(sys.executable).parent / "gunicorn"),
             "-c",
-            "python:pharmacy_service.gunicorn_conf",
+            "python:pharmacy_service.server.gunicorn_conf",
         ]
         log = Path(scratch) / "gunicorn.log"
         with launched(command, env, log, f"{base}/health/ready", "gunicorn") as (process, _):

@@ -83,7 +83,7 @@ def main() -> int:
         PROMETHEUS_MULTIPROC_DIR=str(directory),
     )
     base = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
     log = work / "server.log"
     with (
         launched(command, env, log, f"{base}/health/ready", "gunicorn") as (process, _),

@@ -21,7 +21,7 @@ import time
 from itertools import combinations
 from typing import Any
 
-from pharmacy_service.model.knowledge import KnowledgeBase
+from pharmacy_service.clinical.knowledge import KnowledgeBase
 from pharmacy_service.model.pipeline import Pipeline, parse_rows
 
 

@@ -100,7 +100,7 @@ def capture(seconds: int, raw: Path) -> None:
             PROMETHEUS_MULTIPROC_DIR=str(work / "metrics"),
         )
         base = f"http://127.0.0.1:{port}"
-        command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+        command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
         with launched(command, env, work / "server.log", f"{base}/health/ready", "server") as (
             process,
             _,

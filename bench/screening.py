@@ -16,8 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from pharmacy_service.model import KnowledgeBase
-from pharmacy_service.model.screening import Screener
+from pharmacy_service.clinical import KnowledgeBase
+from pharmacy_service.clinical.screening import Screener
 
 STRINGS = [
     "warfarin 5 mg PO nightly",

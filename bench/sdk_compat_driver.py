@@ -211,7 +211,8 @@ def build_call(client: str, base_url: str, timeout: float) -> Callable[[], Await
 
         return httpx_call
     if client == "pipeline":
-        from pharmacy_service.model import KnowledgeBase, Pipeline, parse_rows
+        from pharmacy_service.clinical import KnowledgeBase
+        from pharmacy_service.model import Pipeline, parse_rows
         from pharmacy_service.model.llm import GeminiBackend, GeminiSettings
 
         settings = GeminiSettings(api_key=None, base_url=base_url, timeout=timeout)

@@ -128,7 +128,7 @@ def start(
             MAX_REQUESTS="0",  # no recycling: a recycled worker's CPU would leave the measurement
             PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-metrics-"),
         )
-        command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+        command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
         ready_path = "/health/ready"
         if kind.startswith("ours (traced"):  # each request a trace (or one in ten), exported
             env.update(

@@ -124,7 +124,7 @@ def main() -> int:
         PROMETHEUS_MULTIPROC_DIR=str(work / "metrics"),
     )
     base = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
     rows = []
     with (
         launched(command, env, work / "server.log", f"{base}/health/ready", "gunicorn") as (

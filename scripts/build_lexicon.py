@@ -21,7 +21,7 @@ from pathlib import Path
 
 OUTPUT = (
     Path(__file__).resolve().parents[1]
-    / "service/src/pharmacy_service/model/knowledge/lexicon.tsv.gz"
+    / "service/src/pharmacy_service/clinical/knowledge/lexicon.tsv.gz"
 )
 PACKAGE = "drug-named-entity-recognition"
 

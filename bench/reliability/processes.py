@@ -107,7 +107,7 @@ def server(
     )
     full_env.update(env)
     log = logs / f"{name}.log"
-    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
     base = f"http://127.0.0.1:{port}"
     with launched(command, full_env, log, f"{base}/health/ready", name) as (process, _):
         wait_for_workers(base, process.pid, workers, 30)  # every worker has loaded its model

@@ -18,10 +18,10 @@ import jsonschema
 import pytest
 import yaml
 
-from pharmacy_service import metrics
-from pharmacy_service.app import create_app
-from pharmacy_service.middleware import KNOWN_ROUTES
-from pharmacy_service.settings import ServerSettings, Settings
+from pharmacy_service.server import metrics
+from pharmacy_service.server.app import create_app
+from pharmacy_service.server.middleware import KNOWN_ROUTES
+from pharmacy_service.server.settings import ServerSettings, Settings
 from tests.deploy.argo_analysis import fill_args
 from tests.deploy.kustomize import (
     K8S,

@@ -8,7 +8,7 @@ import mlflow.pyfunc
 import pytest
 
 from modelhub.serving import AsyncExecutor
-from pharmacy_service.model import KnowledgeBase, Screener
+from pharmacy_service.clinical import KnowledgeBase, Screener
 from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
 
 

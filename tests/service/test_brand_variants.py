@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from pharmacy_service.model import Screener
+from pharmacy_service.clinical import Screener
 
 OTC_BRANDS = [
     "Tylenol",
@@ -206,6 +206,6 @@ def test_words_that_only_say_how_it_is_packed_or_dosed_are_kept_reading(
 
 
 def _template_note(screener: Screener, medications: list[str]) -> str:
-    from pharmacy_service.model.notes import template_note
+    from pharmacy_service.clinical.notes import template_note
 
     return template_note(screener.screen(medications))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from modelhub.serving import ExecutorClosedError, ExecutorTimeoutError
-from pharmacy_service.errors import to_serving_error
 from pharmacy_service.model.errors import InvalidInputError, LLMUnavailableError
+from pharmacy_service.server.errors import to_serving_error
 
 
 @pytest.mark.parametrize(

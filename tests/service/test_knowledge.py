@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pharmacy_service.model import KnowledgeBase, Screener
-from pharmacy_service.model.knowledge import BUNDLED, KnowledgeFiles, unreachable_rules
+from pharmacy_service.clinical import KnowledgeBase, Screener
+from pharmacy_service.clinical.knowledge import BUNDLED, KnowledgeFiles, unreachable_rules
 
 
 def test_the_bundled_files_are_the_four_documented_ones() -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pharmacy_service.model.knowledge import BUNDLED, load_lexicon
+from pharmacy_service.clinical.knowledge import BUNDLED, load_lexicon
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pharmacy_service.model.medstrings import parse_medication
+from pharmacy_service.clinical.medstrings import parse_medication
 
 # (text, expected fields; a field not named must be empty: None, False or no extra names)
 CASES: list[tuple[str, dict[str, Any]]] = [

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from modelhub.serving import AsyncExecutor
-from pharmacy_service.model import KnowledgeBase, LLMUnavailableError, Pipeline, parse_rows
+from pharmacy_service.clinical import KnowledgeBase
+from pharmacy_service.model import LLMUnavailableError, Pipeline, parse_rows
 from pharmacy_service.model.llm import GeminiSettings, LLMObserver
 from pharmacy_service.stub import StubConfig, StubServer
 

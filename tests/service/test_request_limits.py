@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pharmacy_service.model.knowledge import KnowledgeBase
+from pharmacy_service.clinical.knowledge import KnowledgeBase
+from pharmacy_service.clinical.screening import MAX_FINDINGS
 from pharmacy_service.model.pipeline import MAX_MEDICATIONS, MAX_ROWS
-from pharmacy_service.model.screening import MAX_FINDINGS
 from tests.support.gunicorn import RunningGunicorn, free_port, run_gunicorn
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pharmacy_service.model import Screener
-from pharmacy_service.model.resolve import max_typo_edits
-from pharmacy_service.model.screening import MAX_TYPO_SEARCHES
+from pharmacy_service.clinical import Screener
+from pharmacy_service.clinical.resolve import max_typo_edits
+from pharmacy_service.clinical.screening import MAX_TYPO_SEARCHES
 
 # Real drugs that an earlier version "corrected" into a neighbouring formulary drug (etodolac
 # was read as ketorolac, and etodolac + aspirin reported as contraindicated).
@@ -195,7 +195,7 @@ def test_a_salt_of_an_ambiguous_name_is_its_own_drug(screener: Screener) -> None
 
 
 def test_grounding_reads_the_longest_name_and_hyphenated_names(screener: Screener) -> None:
-    from pharmacy_service.model.notes import grounding_problem
+    from pharmacy_service.clinical.notes import grounding_problem
 
     imdur = screener.screen(["Imdur 30", "amlodipine"])
     note = "Take isosorbide mononitrate and amlodipine as prescribed."

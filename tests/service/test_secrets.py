@@ -20,8 +20,8 @@ import pytest
 from pydantic import ValidationError
 from pythonjsonlogger.json import JsonFormatter
 
-from pharmacy_service.logs import RedactSecretsFilter, RequestIdFilter, logging_config
-from pharmacy_service.settings import Settings
+from pharmacy_service.server.logs import RedactSecretsFilter, RequestIdFilter, logging_config
+from pharmacy_service.server.settings import Settings
 from pharmacy_service.stub import StubConfig, run_in_thread
 from tests.support.gunicorn import BIN, free_port, run_gunicorn
 
@@ -185,7 +185,7 @@ def test_the_server_refuses_to_start_with_an_empty_api_token(
         PHARMACY_API_TOKEN=token,
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
-    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(

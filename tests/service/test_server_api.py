@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from mlflow.exceptions import MlflowException
 from prometheus_client.parser import text_string_to_metric_families
 
-from pharmacy_service.app import create_app
-from pharmacy_service.settings import Settings
+from pharmacy_service.server.app import create_app
+from pharmacy_service.server.settings import Settings
 from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
 from tests.support import stuck_model
 from tests.support.broken_model import BrokenModel
@@ -460,7 +460,7 @@ def test_a_client_that_disconnects_mid_upload_is_counted_apart(
 def test_an_untested_mlflow_fails_loudly_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
     """The handler uses MLflow's private functions: outside the tested range the server
     refuses to start, with one message naming the range, instead of failing per request."""
-    from pharmacy_service import _mlflow
+    from pharmacy_service.server import _mlflow
 
     pinned = [
         d
@@ -472,6 +472,6 @@ def test_an_untested_mlflow_fails_loudly_at_import(monkeypatch: pytest.MonkeyPat
     assert pinned == [f"mlflow-skinny{_mlflow.TESTED_RANGE}"]  # one range, stated twice
     assert version("mlflow-skinny") in _mlflow.TESTED  # what this suite runs on
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.99.0")
-    monkeypatch.delitem(sys.modules, "pharmacy_service._mlflow")
+    monkeypatch.delitem(sys.modules, "pharmacy_service.server._mlflow")
     with pytest.raises(ImportError, match=rf"mlflow-skinny{_mlflow.TESTED_RANGE}.*3\.99\.0"):
-        importlib.import_module("pharmacy_service._mlflow")
+        importlib.import_module("pharmacy_service.server._mlflow")

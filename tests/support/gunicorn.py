@@ -53,7 +53,7 @@ def run_gunicorn(
         }
     )
     base = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.gunicorn_conf"]
+    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
     with launched(command, environment, log, f"{base}/health/ready", "gunicorn") as (process, _):
         wait_for_workers(base, process.pid, workers, 60)
         yield RunningGunicorn(base, process, log)

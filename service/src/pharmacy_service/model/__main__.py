@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from .knowledge import KnowledgeBase, unreachable_rules
+from ..clinical.knowledge import KnowledgeBase, unreachable_rules
 
 
 def main() -> int:

@@ -45,6 +45,26 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in _RUNTIME]
 
 
+_OUTPUT_COLUMNS = (
+    ("patient_id", "string"),
+    ("medications_normalized", "any"),
+    ("unrecognized", "any"),
+    ("not_covered", "any"),
+    ("corrections", "any"),
+    ("not_screened", "any"),
+    ("duplicates", "any"),
+    ("interactions", "any"),
+    ("interactions_omitted", "long"),
+    ("highest_severity", "string"),
+    ("counseling_note", "string"),
+    ("note_source", "string"),
+    ("backend", "string"),
+    ("disclaimer", "string"),
+    ("medications", "any"),
+)
+"""The fields of one output row, in order, with their MLflow column types."""
+
+
 def signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
@@ -59,6 +79,14 @@ def signature() -> Any:
                 # "any", not "string": MLflow cannot enforce an optional string column whose
                 # values are all null (pandas makes it float64 NaN). The model checks it.
                 ColSpec(AnyType(), "question", required=False),  # type: ignore[no-untyped-call]
+            ]
+        ),
+        # Declared so that other servers can describe and encode the answer (MLServer's MLflow
+        # runtime refuses a signature without outputs): one column per field of a row.
+        outputs=Schema(
+            [
+                ColSpec(AnyType() if kind == "any" else kind, name)  # type: ignore[no-untyped-call]
+                for name, kind in _OUTPUT_COLUMNS
             ]
         ),
         # Seconds for the whole prediction (0: no deadline); the server passes its deadline.
@@ -92,7 +120,7 @@ def build(
     import mlflow
     import pandas as pd
 
-    from .knowledge import BUNDLED
+    from ..clinical.knowledge import BUNDLED
 
     with tempfile.TemporaryDirectory(prefix="pharmacy-model-code-") as staging:
         options: dict[str, Any] = {

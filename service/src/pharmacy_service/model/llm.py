@@ -23,9 +23,9 @@ from typing import Any, ClassVar, Protocol, Self
 
 from modelhub.serving import is_loop_error
 
+from ..clinical.notes import SYSTEM_INSTRUCTION
 from . import tracing
 from ._env import env_flag
-from .notes import SYSTEM_INSTRUCTION
 from .redaction import SECRET_VARIABLES, redact
 
 __all__ = [

@@ -14,6 +14,15 @@ from typing import Any
 
 from modelhub.serving import request_id_var
 
+from ..clinical.knowledge import KnowledgeBase
+from ..clinical.notes import (
+    DISCLAIMER,
+    build_prompt,
+    finish_llm_note,
+    grounding_problem,
+    template_note,
+)
+from ..clinical.screening import MAX_FINDINGS, Budget, Screener, ScreeningResult
 from . import tracing
 from .errors import (
     InvalidInputError,
@@ -21,10 +30,7 @@ from .errors import (
     LLMUnavailableError,
     MalformedInputError,
 )
-from .knowledge import KnowledgeBase
 from .llm import LLMObserver, NoteBackend, observed_call
-from .notes import DISCLAIMER, build_prompt, finish_llm_note, grounding_problem, template_note
-from .screening import MAX_FINDINGS, Budget, Screener, ScreeningResult
 
 __all__ = [
     "MAX_FINDINGS",

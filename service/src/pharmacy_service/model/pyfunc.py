@@ -11,9 +11,9 @@ from mlflow.pyfunc.model import PythonModel
 
 from modelhub.serving import AsyncExecutor
 
+from ..clinical.knowledge import KNOWLEDGE_ARTIFACTS, KnowledgeBase, KnowledgeFiles
 from . import tracing
 from ._env import env_flag
-from .knowledge import KNOWLEDGE_ARTIFACTS, KnowledgeBase, KnowledgeFiles
 from .llm import BACKENDS as LLM_BACKENDS
 from .llm import NoteBackend, backend_from_env
 from .pipeline import Pipeline, Row, parse_rows

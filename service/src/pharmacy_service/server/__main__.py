@@ -19,7 +19,7 @@ def main() -> None:
     model = Path(settings.model_uri)
     if "://" not in settings.model_uri and not (model / "MLmodel").exists():
         sys.stderr.write(f"Building the pharmacy model into {model} (first run) ...\n")
-        from .model.build import build
+        from ..model.build import build
 
         build(model)
     # Defaults for a local run, for gunicorn's configuration to read (ServerSettings).
@@ -33,7 +33,7 @@ def main() -> None:
         """    -d '{"patients":[{"patient_id":"p1","medications":["Coumadin","Advil"]}]}'\n\n"""
     )
     gunicorn = shutil.which("gunicorn") or str(Path(sys.executable).with_name("gunicorn"))
-    os.execv(gunicorn, [gunicorn, "-c", "python:pharmacy_service.gunicorn_conf"])
+    os.execv(gunicorn, [gunicorn, "-c", "python:pharmacy_service.server.gunicorn_conf"])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The transport-free scoring handler: parse MLflow's scoring protocol, admit, predict, shape.
 
-No FastAPI here: the routes in :mod:`pharmacy_service.app` only move bytes in and out.
+No FastAPI here: the routes in :mod:`pharmacy_service.server.app` only move bytes in and out.
 """
 
 from __future__ import annotations
@@ -42,8 +42,18 @@ class ScoringHandler:
         )
         self._pool = ThreadPoolExecutor(settings.predict_threads, thread_name_prefix="predict")
         self._admitted = 0  # touched only on the event loop's thread
-        self._input_schema = model.metadata.get_input_schema()
+        self.input_schema = model.metadata.get_input_schema()
         self._params_schema = model.metadata.get_params_schema()
+        self.output_schema = model.metadata.get_output_schema()
+
+    def rows_for_model(self, rows: list[dict[str, Any]]) -> Any:
+        """Decoded rows as this model takes them: the list itself for ``apredict`` (it checks
+        its rows), a DataFrame for ``predict`` (MLflow enforces the signature on it)."""
+        if self.uses_apredict:
+            return rows
+        import pandas as pd
+
+        return pd.DataFrame(rows)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -73,7 +83,7 @@ class ScoringHandler:
                     return fast[0], self.check_params(fast[1])
             if mime == CSV:
                 return _read_csv(text), None
-            parsed = _mlflow.parse_json_data(text, self.model.metadata, self._input_schema)
+            parsed = _mlflow.parse_json_data(text, self.model.metadata, self.input_schema)
         except RecursionError:
             raise bad_request("The JSON body is nested too deeply.") from None
         except ServingError:
@@ -170,7 +180,7 @@ class ScoringHandler:
     ) -> list[Any]:
         if not isinstance(data, list):  # a DataFrame from MLflow's parser: enforce its schema
             data, params = _mlflow.validate_prediction_input(
-                data, params, self._input_schema, self._params_schema
+                data, params, self.input_schema, self._params_schema
             )
         result: list[Any] = await self.executor.arun(
             self.python_model.apredict, data, params, timeout=_remaining(deadline)

@@ -33,7 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from modelhub.serving import ExecutorHooks
 
-from .model.llm import LLMObserver
+from ..model.llm import LLMObserver
 
 __all__ = [
     "CONTENT_TYPE_LATEST",

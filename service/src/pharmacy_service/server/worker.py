@@ -1,7 +1,7 @@
 """The gunicorn worker: uvicorn's worker with this server's logging, HTTP limits and recycling.
 
-``worker_class = "pharmacy_service.worker.PharmacyWorker"`` (in
-:mod:`pharmacy_service.gunicorn_conf`). What it changes in ``uvicorn_worker.UvicornWorker``:
+``worker_class = "pharmacy_service.server.worker.PharmacyWorker"`` (in
+:mod:`pharmacy_service.server.gunicorn_conf`). What it changes in ``uvicorn_worker.UvicornWorker``:
 
 - logging: uvicorn's worker points ``uvicorn.error`` and ``uvicorn.access`` at gunicorn's
   handlers when it is created, which under ``preload_app`` is after the app configured
@@ -11,7 +11,7 @@
   in uvicorn's httptools protocol (414 or 431, then the connection closes);
 - recycling (``max_requests``): uvicorn would close its connections at once, racing the
   clients that send on them; the worker instead signals itself SIGTERM, which drains
-  (:mod:`pharmacy_service.lifecycle`).
+  (:mod:`pharmacy_service.server.lifecycle`).
 """
 
 from __future__ import annotations

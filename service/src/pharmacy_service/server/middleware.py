@@ -13,8 +13,8 @@ from typing import Any
 
 from modelhub.serving import request_id_var
 
+from ..model import tracing
 from . import metrics
-from .model import tracing
 
 __all__ = ["KNOWN_ROUTES", "RequestContext", "route_label"]
 
@@ -38,16 +38,29 @@ KNOWN_ROUTES = frozenset(
         "/metrics",
     )
 )
-TRACED_ROUTES = {"/invocations": "invocations", "/v1/screen": "screen"}
+V2_INFER = "/v2/models/{name}/infer"
+"""The label of every Open Inference Protocol inference path (any model name or version)."""
+V2_OTHER = "/v2"
+"""The label of its other paths: health and metadata."""
+TRACED_ROUTES = {"/invocations": "invocations", "/v1/screen": "screen", V2_INFER: "infer"}
 """The prediction routes, each request one trace (root span name)."""
-QUIET_ROUTES = frozenset(("/metrics", "/health/live", "/health/ready", "/ping", "/health"))
+QUIET_ROUTES = frozenset(
+    ("/metrics", "/health/live", "/health/ready", "/ping", "/health", V2_OTHER)
+)
 """Probed and scraped all the time: counted in the metrics, not logged."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def route_label(path: str) -> str:
-    """The metrics label for a path: a known route, or "other" (labels stay bounded)."""
-    return path if path in KNOWN_ROUTES else "other"
+    """The metrics label for a path: a known route, the V2 inference route or the rest of V2,
+    or "other" (labels stay bounded: model names and versions are not labels)."""
+    if path in KNOWN_ROUTES:
+        return path
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return V2_INFER
+    if path == V2_OTHER or path.startswith(V2_OTHER + "/"):
+        return V2_OTHER
+    return "other"
 
 
 class RequestContext:

@@ -8,20 +8,54 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 
 from modelhub.serving import AsyncExecutor, ExecutorConfig
 
+from ..model import tracing
 from . import metrics
 from .handler import ScoringHandler
-from .model import tracing
 from .settings import Settings
 
 __all__ = ["ServerState", "lifespan", "load_model"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """The served model's name and version, as the Open Inference Protocol shows them."""
+
+    name: str
+    version: str | None = None
+    """The registry's version when served from a registry (``models:/name/3`` or an alias
+    resolved at load), else none."""
+
+
+def model_identity(settings: Settings) -> ModelIdentity:
+    """The name and version of ``settings.model_uri`` (the registry is asked for an alias's
+    version; if it cannot say, there is no version)."""
+    from ..model.build import MODEL_NAME
+
+    uri = settings.model_uri
+    name, version = MODEL_NAME, None
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/")
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            try:
+                from mlflow import MlflowClient
+
+                version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+            except Exception:
+                logger.warning("model_version_unknown alias=%s", alias, exc_info=True)
+        else:
+            name, _, version_part = rest.partition("/")
+            version = version_part if version_part.isdigit() else None
+    return ModelIdentity(settings.model_name or name, version)
 
 
 class ServerState:
@@ -33,6 +67,7 @@ class ServerState:
         self.handler: ScoringHandler | None = None
         self.executor: AsyncExecutor | None = None
         self.model_info: dict[str, Any] = {"uri": settings.model_uri}
+        self.model_identity = ModelIdentity(settings.model_name or "pharmacy-interaction-screener")
         self.draining = False
         self.load_error: str | None = None
         self.executor_metrics = metrics.ExecutorMetrics()
@@ -73,6 +108,7 @@ def lifespan(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextMana
         if pipeline is not None:
             pipeline.observer = metrics.LLMMetrics()
         state.handler = handler = ScoringHandler(model, settings, executor)
+        state.model_identity = await asyncio.to_thread(model_identity, settings)
         meta = model.metadata
         state.model_info = {
             "uri": settings.model_uri,

@@ -11,9 +11,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from .. import metrics
+from ..lifecycle import ServerState
 from .dependencies import State
 
-__all__ = ["router"]
+__all__ = ["readiness_problems", "router"]
 
 router = APIRouter(tags=["health"])
 
@@ -40,7 +41,8 @@ async def live(state: State) -> JSONResponse:
     return JSONResponse({"status": "ok", "loop_lag_seconds": round(executor.loop_lag, 4)})
 
 
-async def ready(state: State) -> JSONResponse:
+def readiness_problems(state: ServerState) -> list[str]:
+    """Why this worker is not ready (empty when it is): the model, draining, the executor."""
     problems = []
     if state.handler is None:
         problems.append(state.load_error or "model not loaded")
@@ -50,6 +52,11 @@ async def ready(state: State) -> JSONResponse:
         problems.append("executor closed")
     elif state.executor.loop_lag > MAX_READY_LOOP_LAG:
         problems.append(f"executor loop {state.executor.loop_lag:.1f} s late")
+    return problems
+
+
+async def ready(state: State) -> JSONResponse:
+    problems = readiness_problems(state)
     if problems:
         return JSONResponse(
             {"status": "not ready", "problems": problems},

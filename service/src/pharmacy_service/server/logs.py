@@ -13,7 +13,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 
 from modelhub.serving import request_id_var
 
-from .model.llm import SECRET_VARIABLES as LLM_SECRET_VARIABLES
+from ..model.llm import SECRET_VARIABLES as LLM_SECRET_VARIABLES
 
 __all__ = ["RedactSecretsFilter", "RequestIdFilter", "configure_logging", "logging_config"]
 

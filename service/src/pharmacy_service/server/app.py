@@ -1,4 +1,4 @@
-"""The app factory: ``create_app(settings)`` assembles the routes (:mod:`.routes`), the
+"""The app factory: ``create_app(settings)`` assembles the protocols (:mod:`.protocols`), the
 middleware (:mod:`.middleware`), the lifespan (:mod:`.lifecycle`) and the error mapping
 (:mod:`.errors`); ``create_app_from_env`` is gunicorn's entry point."""
 
@@ -14,11 +14,12 @@ from starlette.requests import ClientDisconnect
 
 from modelhub.serving import request_id_var
 
-from . import metrics, routes
+from . import metrics, protocols
 from .errors import ServingError, client_disconnected, to_serving_error
 from .lifecycle import ServerState, lifespan
 from .logs import configure_logging
 from .middleware import RequestContext, route_label
+from .protocols.v2.routes import PREFIX as V2_PREFIX
 from .schemas import ErrorBody
 from .settings import Settings
 
@@ -43,8 +44,8 @@ def create_app(settings: Settings | None = None) -> RequestContext:
         responses={status: {"model": ErrorBody} for status in ERROR_STATUSES},
     )
     app.state.server = state
-    app.include_router(routes.predict)
-    app.include_router(routes.health)
+    for router in protocols.ROUTERS:
+        app.include_router(router)
     _install_error_handlers(app)
     return RequestContext(
         app,
@@ -68,14 +69,18 @@ def create_app_from_env() -> RequestContext:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    def respond(error: ServingError) -> JSONResponse:
+    def respond(error: ServingError, request: Request | None = None) -> JSONResponse:
+        if request is not None and request.url.path.startswith(V2_PREFIX + "/"):
+            # The Open Inference Protocol's error: {"error": "..."}; it has no 422.
+            status = 400 if error.status == 422 else error.status
+            return JSONResponse({"error": error.message}, status_code=status, headers=error.headers)
         return JSONResponse(
             error.body(request_id_var.get()), status_code=error.status, headers=error.headers
         )
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
-        return respond(exc)
+        return respond(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,8 +91,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             f"{where}: {first.get('msg')}" if where else str(first.get("msg", "Invalid request."))
         )
         if first.get("type") == "json_invalid":
-            return respond(ServingError(400, "BAD_REQUEST", "The request body is not valid JSON."))
-        return respond(ServingError(422, "INVALID_INPUT", message, where))
+            return respond(
+                ServingError(400, "BAD_REQUEST", "The request body is not valid JSON."), request
+            )
+        return respond(ServingError(422, "INVALID_INPUT", message, where), request)
 
     @app.exception_handler(ClientDisconnect)
     async def disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
@@ -100,8 +107,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             route,
             extra={"event": "client_disconnected"},
         )
-        return respond(client_disconnected())
+        return respond(client_disconnected(), request)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return respond(to_serving_error(exc))
+        return respond(to_serving_error(exc), request)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from modelhub.serving import ExecutorClosedError, ExecutorTimeoutError, is_loop_error
 
-from .model.errors import (
+from ..model.errors import (
     InvalidInputError,
     LimitExceededError,
     LLMUnavailableError,

@@ -1,7 +1,7 @@
 """Settings, read from the environment here and nowhere else: the app's (``PHARMACY_*``,
 :class:`Settings`) and the server process's (``PORT``, ``WEB_CONCURRENCY``, ``MAX_REQUESTS``...,
 :class:`ServerSettings`). Constructing them has no side effects; loading the model is a
-separate step (:func:`pharmacy_service.app.create_app`). The LLM backends' own settings
+separate step (:func:`pharmacy_service.server.app.create_app`). The LLM backends' own settings
 (``GEMINI_*``) belong to the model package."""
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     model_uri: str = "build/pharmacy-model"
     """The model to serve: a local MLflow model directory, or ``models:/name@alias`` with
     ``MLFLOW_TRACKING_URI`` set."""
+
+    model_name: str | None = None
+    """The model's name in the Open Inference Protocol's URLs (``/v2/models/<name>``): by
+    default the registered name when ``model_uri`` is ``models:/<name>/...``, else
+    ``pharmacy-interaction-screener``."""
 
     llm_backend: Literal["template", "gemini", "openai", "anthropic"] = "template"
     """Counselling-note backend: ``template`` (offline), ``gemini``, ``openai`` or ``anthropic``
@@ -92,8 +97,8 @@ class Settings(BaseSettings):
 
 class ServerSettings(BaseSettings):
     """The process settings gunicorn and its workers read, under the names container platforms
-    and gunicorn users expect (no prefix). :mod:`pharmacy_service.gunicorn_conf` turns them
-    into gunicorn's configuration; the worker (:mod:`pharmacy_service.worker`) applies the
+    and gunicorn users expect (no prefix). :mod:`pharmacy_service.server.gunicorn_conf` turns them
+    into gunicorn's configuration; the worker (:mod:`pharmacy_service.server.worker`) applies the
     HTTP limits, which gunicorn itself does not enforce for uvicorn workers."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)

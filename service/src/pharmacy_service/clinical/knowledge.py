@@ -240,7 +240,7 @@ KNOWLEDGE_ARTIFACTS = ("drugs", "classes", "rules", "lexicon")
 """The MLflow artifact names of the four files, in :class:`KnowledgeFiles` order."""
 
 
-BUNDLED = KnowledgeFiles.in_directory(Path(str(files("pharmacy_service.model") / "knowledge")))
+BUNDLED = KnowledgeFiles.in_directory(Path(str(files("pharmacy_service.clinical") / "knowledge")))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""gunicorn configuration: ``gunicorn -c python:pharmacy_service.gunicorn_conf``.
+"""gunicorn configuration: ``gunicorn -c python:pharmacy_service.server.gunicorn_conf``.
 
-Every value comes from :class:`pharmacy_service.settings.ServerSettings` (``PORT``, ``HOST``,
+Every value comes from :class:`pharmacy_service.server.settings.ServerSettings` (``PORT``, ``HOST``,
 ``WEB_CONCURRENCY``, ``GRACEFUL_TIMEOUT``, ``WORKER_TIMEOUT``, ``KEEPALIVE``, ``MAX_REQUESTS``,
 ``PRELOAD_APP``, ``PROMETHEUS_MULTIPROC_DIR``, ``LIMIT_REQUEST_*``) and, for logging, from
-:class:`pharmacy_service.settings.Settings`.
+:class:`pharmacy_service.server.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pharmacy_service.logs import logging_config
-from pharmacy_service.settings import ServerSettings, Settings
+from pharmacy_service.server.logs import logging_config
+from pharmacy_service.server.settings import ServerSettings, Settings
 
 _server = ServerSettings()
 _settings = Settings()
@@ -31,10 +31,10 @@ Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 # a server holding patient data does not, unless its operator sets this to false.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-wsgi_app = "pharmacy_service.app:create_app_from_env()"
+wsgi_app = "pharmacy_service.server.app:create_app_from_env()"
 # uvicorn's worker, with JSON logging after preload, enforced HTTP limits, and recycling that
 # drains (see the module's docstring).
-worker_class = "pharmacy_service.worker.PharmacyWorker"
+worker_class = "pharmacy_service.server.worker.PharmacyWorker"
 # Import the app (mlflow, pandas, google-genai: most of a worker's start-up) once in the master;
 # each worker then only loads the model (lifespan, after the fork: no thread crosses a fork).
 # A new worker (SIGHUP, max_requests, a crash) serves sooner, and the workers share the
@@ -62,7 +62,7 @@ logconfig_dict = logging_config(_settings.log_level, _settings.log_format)
 
 def on_starting(server: Any) -> None:
     """Start with an empty metrics directory: old files would add stale values."""
-    from pharmacy_service.metrics import reset_directory
+    from pharmacy_service.server.metrics import reset_directory
 
     reset_directory(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
 
@@ -70,6 +70,6 @@ def on_starting(server: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     """Fold a dead worker's counters into the directory's archive (they must never go back),
     and drop its live gauges."""
-    from pharmacy_service.metrics import retire_process
+    from pharmacy_service.server.metrics import retire_process
 
     retire_process(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]), worker.pid)

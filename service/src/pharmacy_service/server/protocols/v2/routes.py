@@ -1,0 +1,231 @@
+"""The Open Inference Protocol (KServe V2) REST routes: health, metadata and inference, over the
+same scoring handler as ``/invocations`` (admission, deadline, auth, metrics, logs, traces).
+
+Errors on these routes are ``{"error": "<message>"}`` (the app's error handler writes them so);
+bad rows are 400 here, as the protocol has no 422.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as package_version
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from ...errors import ServingError
+from ..body import read_body
+from ..dependencies import Scorer, State, authorize
+from ..health import readiness_problems
+from . import codecs
+
+__all__ = ["PREFIX", "router"]
+
+PREFIX = "/v2"
+router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"])
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {
+        "name": "pharmacy-service",
+        "version": package_version("pharmacy-service"),
+        "extensions": ["binary_tensor_data"],
+    }
+
+
+@router.get("/health/live", summary="Server live")
+async def server_live(state: State) -> JSONResponse:
+    live = state.executor is not None and not state.executor.closed
+    return JSONResponse({"live": live}, status_code=200 if live else 503)
+
+
+@router.get("/health/ready", summary="Server ready (the model loaded, the executor healthy)")
+async def server_ready(state: State) -> JSONResponse:
+    ready = not readiness_problems(state)
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+def _model(state: Any, name: str, version: str | None) -> Any:
+    """The served model's identity, or 404 for another name or version."""
+    identity = state.model_identity
+    if name != identity.name:
+        raise ServingError(
+            404, "NOT_FOUND", f"Model {name!r} is not served here; {identity.name!r} is."
+        )
+    if version is not None and version != identity.version:
+        served = f"version {identity.version!r}" if identity.version else "no versions"
+        raise ServingError(
+            404, "NOT_FOUND", f"Model {name!r} has no version {version!r} here ({served})."
+        )
+    return identity
+
+
+def _metadata(state: Any, name: str, version: str | None) -> dict[str, Any]:
+    identity = _model(state, name, version)
+    if state.handler is None:
+        raise ServingError(503, "NOT_READY", "The model is not loaded yet.")
+    document: dict[str, Any] = {"name": identity.name}
+    if identity.version is not None:
+        document["versions"] = [identity.version]
+    document.update(
+        {
+            "platform": "mlflow",
+            "inputs": [
+                _tensor_metadata(c.name, c.content_type)
+                for c in codecs.columns_of(state.handler.input_schema)
+            ],
+            "outputs": [
+                _tensor_metadata(c.name, c.content_type)
+                for c in codecs.columns_of(state.handler.output_schema)
+            ],
+            "parameters": {"content_type": "pd"},
+        }
+    )
+    return document
+
+
+def _tensor_metadata(name: str, content_type: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "datatype": "INT64" if content_type == "np" else "BYTES",
+        "shape": [-1, 1],
+        "parameters": {"content_type": content_type},
+    }
+
+
+@router.get("/models/{name}", summary="Model metadata")
+async def model_metadata(name: str, state: State) -> dict[str, Any]:
+    return _metadata(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (a version)")
+async def model_version_metadata(name: str, version: str, state: State) -> dict[str, Any]:
+    return _metadata(state, name, version)
+
+
+async def _model_ready(state: Any, name: str, version: str | None) -> JSONResponse:
+    _model(state, name, version)
+    ready = not readiness_problems(state)
+    return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+
+@router.get("/models/{name}/ready", summary="Model ready")
+async def model_ready(name: str, state: State) -> JSONResponse:
+    return await _model_ready(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model ready (a version)")
+async def model_version_ready(name: str, version: str, state: State) -> JSONResponse:
+    return await _model_ready(state, name, version)
+
+
+async def _infer(
+    request: Request, state: Any, scorer: Any, name: str, version: str | None
+) -> Response:
+    identity = _model(state, name, version)
+    body = await read_body(request, state.settings)
+    with scorer.admitted():
+        try:
+            decoded = codecs.decode_request(
+                body,
+                request.headers.get(codecs.HEADER_LENGTH),
+                codecs.columns_of(scorer.input_schema),
+            )
+        except codecs.V2Error as exc:
+            raise ServingError(exc.status, "BAD_REQUEST", str(exc)) from None
+        params = scorer.check_params(decoded.params)
+        if decoded.timeout_seconds is not None:
+            params = {**(params or {}), "timeout": decoded.timeout_seconds}
+        predictions = await scorer.predict(scorer.rows_for_model(decoded.rows), params)
+    try:
+        encoded = codecs.encode_response(
+            predictions, model_name=identity.name, model_version=identity.version, request=decoded
+        )
+    except codecs.V2Error as exc:
+        raise ServingError(exc.status, "BAD_REQUEST", str(exc)) from None
+    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
+
+
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype", "data"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "datatype": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                    "data": {"type": "array"},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "example": {
+                    "id": "r1",
+                    "inputs": [
+                        {"name": "patient_id", "shape": [1], "datatype": "BYTES", "data": ["p1"]},
+                        {
+                            "name": "medications",
+                            "shape": [1],
+                            "datatype": "BYTES",
+                            "data": ['["warfarin 5 mg", "Advil 400 mg"]'],
+                        },
+                    ],
+                },
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "The binary tensor data extension: a JSON header of "
+                "Inference-Header-Content-Length bytes, then the binary inputs",
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference",
+    dependencies=[Depends(authorize)],
+    openapi_extra=_INFER_BODY,
+)
+async def infer(name: str, request: Request, state: State, scorer: Scorer) -> Response:
+    return await _infer(request, state, scorer, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference (a version)",
+    dependencies=[Depends(authorize)],
+    openapi_extra=_INFER_BODY,
+)
+async def infer_version(
+    name: str, version: str, request: Request, state: State, scorer: Scorer
+) -> Response:
+    return await _infer(request, state, scorer, name, version)
