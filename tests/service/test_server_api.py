@@ -475,3 +475,23 @@ def test_an_untested_mlflow_fails_loudly_at_import(monkeypatch: pytest.MonkeyPat
     monkeypatch.delitem(sys.modules, "pharmacy_service.server._mlflow")
     with pytest.raises(ImportError, match=rf"mlflow-skinny{_mlflow.TESTED_RANGE}.*3\.99\.0"):
         importlib.import_module("pharmacy_service.server._mlflow")
+
+
+def test_every_post_route_describes_its_request_body(client_for: Any) -> None:
+    """Swagger's "Try it out" and generated clients need a request body to send: the routes read
+    their bodies themselves (after the upload, before admission), so each describes it."""
+    document = client_for().get("/openapi.json").json()
+    posts = {path: ops["post"] for path, ops in document["paths"].items() if "post" in ops}
+    assert set(posts) >= {"/invocations", "/v1/screen", "/v2/models/{name}/infer"}
+    for path, operation in posts.items():
+        content = operation.get("requestBody", {}).get("content", {})
+        assert "application/json" in content, path
+    assert "text/csv" in posts["/invocations"]["requestBody"]["content"]
+    assert "ScreenRequest" in document["components"]["schemas"]
+    forms = posts["/invocations"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert {next(iter(f["required"])) for f in forms} == {
+        "dataframe_records",
+        "dataframe_split",
+        "instances",
+        "inputs",
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,14 +21,14 @@ from .lifecycle import ServerState, lifespan
 from .logs import configure_logging
 from .middleware import RequestContext, route_label
 from .protocols.v2.routes import PREFIX as V2_PREFIX
-from .schemas import ErrorBody
+from .schemas import ErrorBody, ScreenRequest
 from .settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
 
 logger = logging.getLogger(__name__)
 
-ERROR_STATUSES = (401, 408, 413, 415, 422, 500, 502, 503, 504)
+ERROR_STATUSES = (400, 401, 408, 413, 415, 422, 500, 502, 503, 504)
 
 
 def create_app(settings: Settings | None = None) -> RequestContext:
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> RequestContext:
         responses={status: {"model": ErrorBody} for status in ERROR_STATUSES},
     )
     app.state.server = state
+    _describe_bodies(app)
     for router in protocols.ROUTERS:
         app.include_router(router)
     _install_error_handlers(app)
@@ -66,6 +68,26 @@ def create_app_from_env() -> RequestContext:
 
     configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+def _describe_bodies(app: FastAPI) -> None:
+    """Register the schemas of the bodies routes read themselves (``/v1/screen`` reads and
+    validates its body after the upload and before admission), so the OpenAPI document
+    describes every POST's request body."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schema = ScreenRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in schema.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components["ScreenRequest"] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from modelhub.serving import AsyncExecutor
 
 from . import _mlflow, metrics
-from .errors import ServingError, bad_request, to_serving_error
+from .errors import ServingError, bad_request, to_serving_error, unprocessable
 from .settings import Settings
 
 __all__ = ["ScoringHandler", "media_type"]
@@ -265,7 +265,16 @@ def _records_without_pandas(text: str) -> tuple[list[dict[str, Any]], dict[str, 
         payload = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(payload, dict) or set(payload) - {*_FORMATS, "params"}:
+    if not isinstance(payload, dict):
+        return None
+    unknown = sorted(set(payload) - {*_FORMATS, "params"})
+    if unknown and set(payload) & set(_FORMATS):  # MLflow's parser would ignore them
+        raise unprocessable(
+            f"unknown key(s) {unknown} in the body: expected one of {', '.join(_FORMATS)}, "
+            "and params",
+            unknown[0],
+        )
+    if unknown:
         return None
     keys = [k for k in _FORMATS if k in payload]
     params = payload.get("params")

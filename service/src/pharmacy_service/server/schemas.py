@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,9 +23,11 @@ __all__ = [
 
 
 class PatientIn(BaseModel):
-    patient_id: str = Field(min_length=1, max_length=128, examples=["p-001"])
-    medications: list[str] | str = Field(
-        description="Names, or one comma-separated string", examples=[["Coumadin", "Advil"]]
+    patient_id: str = Field(min_length=1, max_length=128, pattern=r"\S", examples=["p-001"])
+    medications: list[Annotated[str, Field(max_length=200)]] | str = Field(
+        description="Names (at most 50), or one comma-separated string",
+        examples=[["Coumadin", "Advil"]],
+        max_length=50,
     )
     question: str | None = Field(default=None, max_length=2000)
 

@@ -20,6 +20,16 @@ router = APIRouter(tags=["screen"], dependencies=[Depends(authorize)])
     "/v1/screen",
     response_model=ScreenResponse,
     summary="Screen patients' medications for interactions",
+    # The body is read and validated by the route itself (after the upload, before admission),
+    # so FastAPI cannot see it: described here, its schema registered by the app.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ScreenRequest"}}
+            },
+        }
+    },
 )
 async def screen(request: Request, state: State, scorer: Scorer) -> ScreenResponse:
     if media_type(request.headers.get("content-type")) != "application/json":

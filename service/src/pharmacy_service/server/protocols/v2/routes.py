@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from ...errors import ServingError
 from ..body import read_body
@@ -22,7 +23,22 @@ from . import codecs
 __all__ = ["PREFIX", "router"]
 
 PREFIX = "/v2"
-router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"])
+
+
+class V2ErrorBody(BaseModel):
+    """The Open Inference Protocol's error answer."""
+
+    error: str
+
+
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["open inference protocol (v2)"],
+    responses={
+        status: {"model": V2ErrorBody}
+        for status in (400, 401, 404, 408, 413, 415, 500, 502, 503, 504)
+    },
+)
 
 
 @router.get("", summary="Server metadata")
