@@ -31,6 +31,7 @@ import re
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -144,7 +145,7 @@ class _Matcher:
         if self._lengths is None:  # sorted on first use, outside the lock (a race sorts twice)
             self._values = tuple(sorted(self._values, key=len))
             self._lengths = [len(value) for value in self._values]
-        folded = _fold(text)
+        folded, origin = _folded(text)
         places: list[tuple[int, int]] = []
         for value in self._values[: bisect.bisect_right(self._lengths, len(folded))]:
             at = folded.find(value)
@@ -153,6 +154,10 @@ class _Matcher:
                 at = folded.find(value, at + 1)
         if not places:
             return text
+        if origin is not None:  # places in the normalised text -> places in the text
+            places = [
+                (origin[start], _past_marks(text, origin[end - 1] + 1)) for start, end in places
+            ]
         places.sort()
         parts: list[str] = []
         kept = 0  # text before this index is written out (or masked)
@@ -178,21 +183,40 @@ class _Everything:
 
 
 def _fold(text: str) -> str:
-    """``text`` in one case, the same length (so that places found in it are places in
-    ``text``): lower case, one character for one."""
+    """``text`` normalised for matching (see :func:`_folded`)."""
+    return _folded(text)[0]
+
+
+def _folded(text: str) -> tuple[str, list[int] | None]:
+    """``text`` normalised for matching, and where each of its characters came from in
+    ``text`` (``None`` when they are the same places: ASCII, the fast path). Compatibility
+    decomposition (NFKD), case folding, and combining marks dropped, one character at a time:
+    ``STRASSE`` matches ``straße``, fullwidth letters and ligatures match their plain forms,
+    ``é`` matches ``e`` + U+0301. Masking more than was hidden is the safe side."""
     if text.isascii():
-        return text.lower()
-    return "".join(map(_fold_char, text))
+        return text.lower(), None
+    parts: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        folded = _fold_char(char)
+        parts.append(folded)
+        origin.extend([index] * len(folded))
+    return "".join(parts), origin
+
+
+def _past_marks(text: str, end: int) -> int:
+    """``end`` moved past the characters that normalise to nothing (combining marks), so that a
+    mask covers the accents of its last letter."""
+    while end < len(text) and not _fold_char(text[end]):
+        end += 1
+    return end
 
 
 @functools.lru_cache(maxsize=4096)
 def _fold_char(char: str) -> str:
-    # Upper then lower first: final and medial sigma (and other letters with two lower forms)
-    # become one. A character whose case mapping is longer than one character stays as it is.
-    for folded in (char.upper().lower(), char.lower()):
-        if len(folded) == 1:
-            return folded
-    return char
+    decomposed = unicodedata.normalize("NFKD", char).casefold()
+    kept = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFKD", kept)
 
 
 MAX_MASKED_VALUES = 500
