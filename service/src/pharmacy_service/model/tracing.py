@@ -14,6 +14,8 @@ deadline cancels it.
 Masking (:func:`mask_span`, a span processor MLflow applies as each span ends, before export):
 patient ids and questions are always replaced, wherever they appear; anything that looks like a
 secret too; medication names, prompts and notes unless ``PHARMACY_TRACE_MEDICATIONS=true``.
+Finding a request's strings in a text (normalised matching, the mask's places) is
+:mod:`.masking`'s; which strings, which fields, and when, is decided here.
 The experiment is MLflow's ``MLFLOW_EXPERIMENT_NAME`` (default ``pharmacy-interaction-
 screener``) or ``MLFLOW_EXPERIMENT_ID``; the sampling ratio is MLflow's
 ``MLFLOW_TRACE_SAMPLING_RATIO``.
@@ -22,8 +24,6 @@ screener``) or ``MLFLOW_EXPERIMENT_ID``; the sampling ratio is MLflow's
 from __future__ import annotations
 
 import asyncio
-import bisect
-import functools
 import logging
 import os
 import random
@@ -31,18 +31,20 @@ import re
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from ._env import env_flag
+from .masking import EVERYTHING, MASK, MAX_MASKED_VALUES, Everything, HiddenValues, Matcher
+from .masking import normalised as _normalised
 from .redaction import redact
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
     "MASK",
+    "MAX_MASKED_VALUES",
     "current_attribute",
     "enabled",
     "fail",
@@ -61,7 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "pharmacy-interaction-screener"
-MASK = "[MASKED]"
 CANCELLED = "cancelled"
 """A cancelled span's status description (the project's own words: never masked)."""
 
@@ -98,131 +99,10 @@ _request: ContextVar[int] = ContextVar("pharmacy_trace_request", default=_OUTSID
 """Whether the request this code serves is traced: decided once, at its root (the executor
 copies the caller's context, so its loop sees the same answer)."""
 
-
-class _Masking:
-    """One trace's own strings (patient ids, questions; medication names unless allowed),
-    replaced wherever they appear in its spans. Held case-folded (see :func:`_fold`); the
-    matcher over them is a snapshot, cheap to take under the tracing lock, and does its work
-    outside it."""
-
-    __slots__ = ("_matcher", "values")
-
-    def __init__(self) -> None:
-        self.values: set[str] = set()
-        self._matcher: _Matcher | None = None
-
-    def add(self, folded: set[str]) -> None:
-        if not folded <= self.values:
-            self.values |= folded
-            self._matcher = None
-
-    def matcher(self) -> _Matcher | _Everything | None:
-        """None when there is nothing to find; :data:`_EVERYTHING` past
-        :data:`MAX_MASKED_VALUES` (scanning for that many would cost the loop too much)."""
-        if not self.values:
-            return None
-        if len(self.values) > MAX_MASKED_VALUES:
-            return _EVERYTHING
-        if self._matcher is None:
-            self._matcher = _Matcher(tuple(self.values))
-        return self._matcher
-
-
-class _Matcher:
-    """Finds a trace's strings in a text, ignoring case, and masks every place any of them
-    covers (overlapping places become one mask). Plain substring searches, no regular
-    expression: compiling one alternation of hundreds of long strings costs seconds."""
-
-    __slots__ = ("_lengths", "_values")
-
-    def __init__(self, values: tuple[str, ...]) -> None:
-        self._values = values
-        self._lengths: list[int] | None = None
-
-    def sub(self, text: str) -> str:
-        if not text:
-            return text
-        if self._lengths is None:  # sorted on first use, outside the lock (a race sorts twice)
-            self._values = tuple(sorted(self._values, key=len))
-            self._lengths = [len(value) for value in self._values]
-        folded, origin = _folded(text)
-        places: list[tuple[int, int]] = []
-        for value in self._values[: bisect.bisect_right(self._lengths, len(folded))]:
-            at = folded.find(value)
-            while at != -1:
-                places.append((at, at + len(value)))
-                at = folded.find(value, at + 1)
-        if not places:
-            return text
-        if origin is not None:  # places in the normalised text -> places in the text
-            places = [
-                (origin[start], _past_marks(text, origin[end - 1] + 1)) for start, end in places
-            ]
-        places.sort()
-        parts: list[str] = []
-        kept = 0  # text before this index is written out (or masked)
-        start, end = places[0]
-        for next_start, next_end in places[1:]:
-            if next_start <= end:
-                end = max(end, next_end)
-                continue
-            parts += (text[kept:start], MASK)
-            kept, (start, end) = end, (next_start, next_end)
-        parts += (text[kept:start], MASK, text[end:])
-        return "".join(parts)
-
-
-class _Everything:
-    """Masks a whole string: for spans whose trace's strings are not known (a span that ended
-    after its request's root) or too many to look for."""
-
-    __slots__ = ()
-
-    def sub(self, text: str) -> str:
-        return MASK if text else text
-
-
-def _fold(text: str) -> str:
-    """``text`` normalised for matching (see :func:`_folded`)."""
-    return _folded(text)[0]
-
-
-def _folded(text: str) -> tuple[str, list[int] | None]:
-    """``text`` normalised for matching, and where each of its characters came from in
-    ``text`` (``None`` when they are the same places: ASCII, the fast path). Compatibility
-    decomposition (NFKD), case folding, and combining marks dropped, one character at a time:
-    ``STRASSE`` matches ``straße``, fullwidth letters and ligatures match their plain forms,
-    ``é`` matches ``e`` + U+0301. Masking more than was hidden is the safe side."""
-    if text.isascii():
-        return text.lower(), None
-    parts: list[str] = []
-    origin: list[int] = []
-    for index, char in enumerate(text):
-        folded = _fold_char(char)
-        parts.append(folded)
-        origin.extend([index] * len(folded))
-    return "".join(parts), origin
-
-
-def _past_marks(text: str, end: int) -> int:
-    """``end`` moved past the characters that normalise to nothing (combining marks), so that a
-    mask covers the accents of its last letter."""
-    while end < len(text) and not _fold_char(text[end]):
-        end += 1
-    return end
-
-
-@functools.lru_cache(maxsize=4096)
-def _fold_char(char: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", char).casefold()
-    kept = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return unicodedata.normalize("NFKD", kept)
-
-
-MAX_MASKED_VALUES = 500
-_EVERYTHING = _Everything()
-_sensitive: dict[str, _Masking] = {}
-"""Per trace id, from its root's start to its end."""
+_sensitive: dict[str, HiddenValues] = {}
+"""Per trace id, from its root's start to its end: the trace's own strings (patient ids,
+questions; medication names unless allowed), normalised by :func:`hide` outside the lock. The
+span processor takes a snapshot of their matcher under the lock and masks outside it."""
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -389,7 +269,7 @@ def request_span(
         with span(name, span_type, attributes) as live:
             if (opened := trace_id(live)) is not None:
                 with _state_lock:  # the masking processor's list for this trace, until it ends
-                    _sensitive.setdefault(opened, _Masking())
+                    _sensitive.setdefault(opened, HiddenValues())
             yield live
 
 
@@ -455,8 +335,8 @@ def hide(values: Iterable[str | None], *, medications: bool = False) -> None:
     current = _current()
     if current is None or trace_id(current) is None:
         return
-    # Folded here, outside the lock: a request's strings can be long.
-    strings = {_fold(v) for v in values if v and v.strip()}
+    # Normalised here, outside the lock: a request's strings can be long.
+    strings = _normalised(values)
     with _state_lock:
         # Only while the request's trace is open: after a deadline, code still running on the
         # loop must not bring back the list its root's end dropped.
@@ -566,7 +446,7 @@ def _mask_span(span: Any) -> None:
     if masking is None and not root:
         # A span that ended after its request's root (code still unwinding on the loop after a
         # deadline): the request's strings are no longer known, so every text goes.
-        matcher = _EVERYTHING
+        matcher = EVERYTHING
     if span.inputs is not None:
         span.set_inputs(_mask(span.inputs, matcher))
     if span.outputs is not None:
@@ -587,7 +467,7 @@ def _mask_span(span: Any) -> None:
             span.set_status(SpanStatus(status.status_code, masked))
 
 
-def _mask(value: Any, matcher: _Matcher | _Everything | None) -> Any:
+def _mask(value: Any, matcher: Matcher | Everything | None) -> Any:
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -616,7 +496,7 @@ def _summary(item: Any) -> str:
     return MASK
 
 
-def _mask_events(span: Any, matcher: _Matcher | _Everything | None) -> None:
+def _mask_events(span: Any, matcher: Matcher | Everything | None) -> None:
     """Exception messages can carry what the request held: mask the events' attributes."""
     _rewrite_events(span, lambda found: {k: _mask(v, matcher) for k, v in found.items()})
 
