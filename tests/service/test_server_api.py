@@ -495,3 +495,14 @@ def test_every_post_route_describes_its_request_body(client_for: Any) -> None:
         "instances",
         "inputs",
     }
+
+
+def test_screen_takes_a_long_comma_separated_string(client_for: Any) -> None:
+    """The 50-item limit is on a list of names, not on the characters of one string."""
+    medications = "Zoloft 50 mg daily, tramadol 50 mg q6h prn, warfarin 5 mg PO nightly"
+    response = client_for().post(
+        "/v1/screen", json={"patients": [{"patient_id": "s1", "medications": medications}]}
+    )
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]
+    assert result["medications_normalized"] == ["sertraline", "tramadol", "warfarin"]

@@ -24,10 +24,11 @@ __all__ = [
 
 class PatientIn(BaseModel):
     patient_id: str = Field(min_length=1, max_length=128, pattern=r"\S", examples=["p-001"])
-    medications: list[Annotated[str, Field(max_length=200)]] | str = Field(
+    medications: (
+        Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=50)] | str
+    ) = Field(
         description="Names (at most 50), or one comma-separated string",
         examples=[["Coumadin", "Advil"]],
-        max_length=50,
     )
     question: str | None = Field(default=None, max_length=2000)
 
