@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from modelhub.serving import AsyncExecutor, ExecutorConfig
 
 from ..model import tracing
+from ..model.build import MODEL_NAME
 from . import metrics
 from .handler import ScoringHandler
 from .settings import Settings
@@ -38,8 +39,6 @@ class ModelIdentity:
 def model_identity(settings: Settings) -> ModelIdentity:
     """The name and version of ``settings.model_uri`` (the registry is asked for an alias's
     version; if it cannot say, there is no version)."""
-    from ..model.build import MODEL_NAME
-
     uri = settings.model_uri
     name, version = MODEL_NAME, None
     if uri.startswith("models:/"):
@@ -67,7 +66,7 @@ class ServerState:
         self.handler: ScoringHandler | None = None
         self.executor: AsyncExecutor | None = None
         self.model_info: dict[str, Any] = {"uri": settings.model_uri}
-        self.model_identity = ModelIdentity(settings.model_name or "pharmacy-interaction-screener")
+        self.model_identity = ModelIdentity(settings.model_name or MODEL_NAME)
         self.draining = False
         self.load_error: str | None = None
         self.executor_metrics = metrics.ExecutorMetrics()

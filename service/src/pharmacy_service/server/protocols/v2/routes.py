@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from ...errors import ServingError
+from ...lifecycle import ModelIdentity, ServerState
 from ..body import read_body
 from ..dependencies import Scorer, State, authorize
 from ..health import readiness_problems
@@ -62,7 +63,7 @@ async def server_ready(state: State) -> JSONResponse:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-def _model(state: Any, name: str, version: str | None) -> Any:
+def _model(state: ServerState, name: str, version: str | None) -> ModelIdentity:
     """The served model's identity, or 404 for another name or version."""
     identity = state.model_identity
     if name != identity.name:
@@ -77,7 +78,7 @@ def _model(state: Any, name: str, version: str | None) -> Any:
     return identity
 
 
-def _metadata(state: Any, name: str, version: str | None) -> dict[str, Any]:
+def _metadata(state: ServerState, name: str, version: str | None) -> dict[str, Any]:
     identity = _model(state, name, version)
     if state.handler is None:
         raise ServingError(503, "NOT_READY", "The model is not loaded yet.")
@@ -110,34 +111,18 @@ def _tensor_metadata(name: str, content_type: str) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}", summary="Model metadata")
-async def model_metadata(name: str, state: State) -> dict[str, Any]:
-    return _metadata(state, name, None)
-
-
-@router.get("/models/{name}/versions/{version}", summary="Model metadata (a version)")
-async def model_version_metadata(name: str, version: str, state: State) -> dict[str, Any]:
+async def model_metadata(name: str, state: State, version: str | None = None) -> dict[str, Any]:
     return _metadata(state, name, version)
 
 
-async def _model_ready(state: Any, name: str, version: str | None) -> JSONResponse:
+async def model_ready(name: str, state: State, version: str | None = None) -> JSONResponse:
     _model(state, name, version)
     ready = not readiness_problems(state)
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-@router.get("/models/{name}/ready", summary="Model ready")
-async def model_ready(name: str, state: State) -> JSONResponse:
-    return await _model_ready(state, name, None)
-
-
-@router.get("/models/{name}/versions/{version}/ready", summary="Model ready (a version)")
-async def model_version_ready(name: str, version: str, state: State) -> JSONResponse:
-    return await _model_ready(state, name, version)
-
-
-async def _infer(
-    request: Request, state: Any, scorer: Any, name: str, version: str | None
+async def infer(
+    name: str, request: Request, state: State, scorer: Scorer, version: str | None = None
 ) -> Response:
     identity = _model(state, name, version)
     body = await read_body(request, state.settings)
@@ -225,23 +210,27 @@ _INFER_BODY = {
 }
 
 
-@router.post(
-    "/models/{name}/infer",
-    summary="Inference",
-    dependencies=[Depends(authorize)],
-    openapi_extra=_INFER_BODY,
-)
-async def infer(name: str, request: Request, state: State, scorer: Scorer) -> Response:
-    return await _infer(request, state, scorer, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    summary="Inference (a version)",
-    dependencies=[Depends(authorize)],
-    openapi_extra=_INFER_BODY,
-)
-async def infer_version(
-    name: str, version: str, request: Request, state: State, scorer: Scorer
-) -> Response:
-    return await _infer(request, state, scorer, name, version)
+# Each route with and without a version: one endpoint, two paths (FastAPI passes version=None
+# when the path has none).
+for _path, _summary in (
+    ("/models/{name}", "Model metadata"),
+    ("/models/{name}/versions/{version}", "Model metadata (a version)"),
+):
+    router.add_api_route(_path, model_metadata, methods=["GET"], summary=_summary)
+for _path, _summary in (
+    ("/models/{name}/ready", "Model ready"),
+    ("/models/{name}/versions/{version}/ready", "Model ready (a version)"),
+):
+    router.add_api_route(_path, model_ready, methods=["GET"], summary=_summary)
+for _path, _summary in (
+    ("/models/{name}/infer", "Inference"),
+    ("/models/{name}/versions/{version}/infer", "Inference (a version)"),
+):
+    router.add_api_route(
+        _path,
+        infer,
+        methods=["POST"],
+        summary=_summary,
+        dependencies=[Depends(authorize)],
+        openapi_extra=_INFER_BODY,
+    )
