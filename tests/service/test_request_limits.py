@@ -104,11 +104,11 @@ def test_a_junk_body_past_its_deadline_answers_504_while_small_requests_keep_the
     assert outcome["body"]["error_code"] == "TIMEOUT"
     assert outcome["seconds"] < 3 + 1.5  # the deadline (3 s) stops it, not the work
     assert len(latencies) >= 10
+    # The issue's bound: a small request never waits behind the big one (before: 5 s and
+    # more); the distribution itself is measured in bench/results/fairness.md.
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
-    # Its slot is free again, and the worker answers at once.
-    started = time.monotonic()
+    # Its slot is free again.
     httpx.post(f"{server.base_url}/invocations", json=ONE_DRUG, timeout=10).raise_for_status()
-    assert time.monotonic() - started < 1.0
 
 
 @pytest.fixture(scope="module")
@@ -140,21 +140,20 @@ def test_past_the_request_budget_names_are_reported_not_searched(
 
 
 def test_the_default_budget_keeps_a_junk_body_cheap() -> None:
-    """The module's servers set their own budgets; this runs the defaults, in process."""
+    """The module's servers set their own budgets; this runs the defaults, in process: 100
+    typo searches for 5,000 junk names, the rest reported unsearched (its cost is in
+    bench/results/fairness.md, not asserted here)."""
     import asyncio
 
     from pharmacy_service.model.pipeline import Pipeline, parse_rows
 
     pipeline = Pipeline(KnowledgeBase.load())
     rows = parse_rows(_junk_rows(100, MAX_MEDICATIONS, seed=2))
-    started = time.process_time()
     outputs = asyncio.run(pipeline.run(rows))
-    cpu = time.process_time() - started
     reasons = [m["reason"] for row in outputs for m in row["medications"]]
     assert reasons.count("not a drug name known here") == 100  # the default typo budget
     assert reasons.count("not searched: at most 20 misspellings per row") == 5 * 30
     assert reasons.count("not searched: the request's budget") == 5000 - 100 - 150
-    assert cpu < 5  # a loose bound: 100 searches and 5,000 lookups, about 0.5 s here
 
 
 @pytest.mark.parametrize(

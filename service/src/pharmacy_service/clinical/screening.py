@@ -22,6 +22,9 @@ MAX_FINDINGS = 100
 """Interactions listed per row, the most severe first; more are counted in
 ``interactions_omitted`` and named in the note (50 drugs can make 1,225 pairs)."""
 _PAIRS_PER_STEP = 200
+ROW_LIMIT = f"not searched: at most {MAX_TYPO_SEARCHES} misspellings per row"
+REQUEST_BUDGET = "not searched: the request's budget"
+"""Why a name was not searched: the row's typo searches, or the request's budget, spent."""
 """Drug pairs looked up between two yields of :meth:`Screener.steps`."""
 
 
@@ -199,14 +202,15 @@ class Screener:
                 continue
             if budget.lookups <= 0:
                 parsed = parse_medication(text)
-                entries.append(self._entry(parsed, [], "not searched: the request's budget"))
+                entries.append(self._entry(parsed, [], REQUEST_BUDGET))
                 yield
                 continue
             budget.lookups -= 1
-            may_search = searches_left > 0 and budget.typo_searches > 0
-            resolutions, parsed, searched, reason = self._resolve(text, may_search)
-            if reason is not None and reason.startswith("not searched") and searches_left > 0:
-                reason = "not searched: the request's budget"
+            # Why a misspelling search is not allowed, or None when it is.
+            spent = ROW_LIMIT if searches_left <= 0 else None
+            if spent is None and budget.typo_searches <= 0:
+                spent = REQUEST_BUDGET
+            resolutions, parsed, searched, reason = self._resolve(text, spent)
             searches_left -= searched
             budget.typo_searches -= searched
             entries.append(self._entry(parsed, resolutions, reason))
@@ -245,10 +249,11 @@ class Screener:
         return None
 
     def _resolve(
-        self, text: str, may_search: bool
+        self, text: str, search_refused: str | None
     ) -> tuple[list[Resolution], ParsedMedication, bool, str | None]:
         """The string's resolutions, its parsed fields, whether a typo search was spent, and
-        why its main name was read as no drug (``None`` when it was read)."""
+        why its main name was read as no drug (``None`` when it was read). ``search_refused``
+        says why a typo search may not be spent on it (``None``: it may)."""
         parsed = parse_medication(text)
         whole = self.resolver.exact_name(text)  # "Tylenol 3", "oral contraceptive": one name
         if whole is not None:
@@ -264,8 +269,8 @@ class Screener:
                 if found.reason != NOT_KNOWN:  # a known name with unknown words: no search
                     reason = found.reason
                     continue
-                if not may_search:
-                    reason = f"not searched: at most {MAX_TYPO_SEARCHES} misspellings per row"
+                if search_refused is not None:
+                    reason = search_refused
                     continue
                 searched = True  # only the main name may be a misspelling, not a comment
                 found = self.resolver.correct(name)
