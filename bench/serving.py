@@ -144,6 +144,30 @@ def start(
 
 
 @contextmanager
+def gemini_stub(latency_ms: float = UPSTREAM_MS) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The project's Gemini-compatible stub on 127.0.0.1, answering after ``latency_ms``: its
+    process and URL once it answers; stopped afterwards."""
+    port = free_port()
+    stub = subprocess.Popen(
+        [str(BIN / "pharmacy-gemini-stub"), "--port", str(port), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield stub, url
+    finally:
+        stub.terminate()
+        stub.wait(10)
+
+
+@contextmanager
 def tracking_server(mlflow: Path, work: Path) -> Iterator[str]:
     """An MLflow tracking server on 127.0.0.1 (SQLite store), as the compose registry runs it."""
     port = free_port()
@@ -171,7 +195,14 @@ def tracking_server(mlflow: Path, work: Path) -> Iterator[str]:
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 
 
-def wrk(base: str, connections: int, duration: int, script: Path, server: Server) -> dict[str, Any]:
+def wrk(
+    base: str,
+    connections: int,
+    duration: int,
+    script: Path,
+    server: Server,
+    path: str = "/invocations",
+) -> dict[str, Any]:
     command = [
         "wrk",
         "-t1",
@@ -182,7 +213,7 @@ def wrk(base: str, connections: int, duration: int, script: Path, server: Server
         "10s",
         "-s",
         str(script),
-        f"{base}/invocations",
+        f"{base}{path}",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0.0  # the largest single process of the server (a worker)
@@ -244,32 +275,14 @@ def main() -> int:
         f"wrk.body = '{BODY}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    stub_port = free_port()
-    stub = subprocess.Popen(
-        [
-            str(BIN / "pharmacy-gemini-stub"),
-            "--port",
-            str(stub_port),
-            "--latency-ms",
-            str(UPSTREAM_MS),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    stub_url = f"http://127.0.0.1:{stub_port}"
     results: list[dict[str, Any]] = []
     kinds = list(KINDS)
     outer = ExitStack()
+    stub, stub_url = outer.enter_context(gemini_stub())
     tracking_uri = (work / "mlruns").as_uri()
     if args.mlflow_server:
         tracking_uri = outer.enter_context(tracking_server(args.mlflow_server, work))
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{stub_url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         for round_index in range(args.rounds):
             for workers in args.workers:
                 with ExitStack() as stack:
@@ -309,8 +322,6 @@ def main() -> int:
                                 file=sys.stderr,
                             )
     finally:
-        stub.terminate()
-        stub.wait(10)
         outer.close()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     plot(results, args.output.with_suffix(".png"))

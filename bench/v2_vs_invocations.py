@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from harness import free_port
 from pharmacy_service.model.build import MODEL_NAME, build
-from serving import BIN, UPSTREAM_MS, start
+from serving import gemini_stub, start, wrk
 
 ROW = {"patient_id": "w1", "medications": ["Coumadin", "Advil"]}
 BODIES = {
@@ -45,37 +42,6 @@ BODIES = {
         }
     ),
 }
-_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
-
-
-def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, float]:
-    output = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    latency = {p: float(v) * scale[u] for p, v, u in _LATENCY.findall(output)}
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "rps": rps,
-        "p50_ms": latency.get("50", 0.0),
-        "p99_ms": latency.get("99", 0.0),
-        "errors": float(non2xx.group(1)) if non2xx else 0.0,
-    }
 
 
 def main() -> None:
@@ -96,47 +62,27 @@ def main() -> None:
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
         scripts[path] = script
-    stub_port = free_port()
-    stub = subprocess.Popen(
-        [
-            str(BIN / "pharmacy-gemini-stub"),
-            "--port",
-            str(stub_port),
-            "--latency-ms",
-            str(UPSTREAM_MS),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    stub_url = f"http://127.0.0.1:{stub_port}"
-    results: dict[tuple[str, int], list[dict[str, float]]] = {}
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{stub_url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        with start("ours", model, 1, stub_url, work, (work / "mlruns").as_uri()) as server:
-            for path in BODIES:  # warm both, and check they answer 200
-                httpx.post(
-                    server.base_url + path,
-                    content=BODIES[path],
-                    headers={"content-type": "application/json"},
-                    timeout=30,
-                ).raise_for_status()
-            for _ in range(args.rounds):
-                for connections in args.connections:
-                    for path, script in scripts.items():
-                        measured = run_wrk(
-                            server.base_url + path, connections, args.duration, script
-                        )
-                        results.setdefault((path, connections), []).append(measured)
-    finally:
-        stub.terminate()
-        stub.wait(10)
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with (
+        gemini_stub() as (_, stub_url),
+        start("ours", model, 1, stub_url, work, (work / "mlruns").as_uri()) as server,
+    ):
+        for path in BODIES:  # warm both, and check they answer 200
+            httpx.post(
+                server.base_url + path,
+                content=BODIES[path],
+                headers={"content-type": "application/json"},
+                timeout=30,
+            ).raise_for_status()
+        for _ in range(args.rounds):
+            for connections in args.connections:
+                for path, script in scripts.items():
+                    measured = wrk(
+                        server.base_url, connections, args.duration, script, server, path
+                    )
+                    results.setdefault((path, connections), []).append(measured)
     lines = [
-        "| endpoint | connections | req/s (median) | p50 ms | p99 ms | non-2xx | req/s each round |",
+        "| endpoint | connections | req/s (median) | p50 ms | p99 ms | errors | req/s each round |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for (path, connections), runs in results.items():
