@@ -506,3 +506,16 @@ def test_screen_takes_a_long_comma_separated_string(client_for: Any) -> None:
     assert response.status_code == 200, response.text
     (result,) = response.json()["results"]
     assert result["medications_normalized"] == ["sertraline", "tramadol", "warfarin"]
+
+
+@pytest.mark.parametrize(
+    "async_predict", [True, False], ids=["apredict on the loop", "predict in threads"]
+)
+def test_a_key_beside_the_protocol_s_is_refused_on_both_paths(
+    client_for: Any, async_predict: bool
+) -> None:
+    """MLflow's parser ignores it; here it is a 422 naming it, whichever path parses the rows."""
+    client = client_for(async_predict=async_predict)
+    response = client.post("/invocations", json={**RECORDS, "dataframe_recrods": []})
+    body = error(response, 422, "INVALID_INPUT")
+    assert body["field"] == "dataframe_recrods"

@@ -77,8 +77,13 @@ class ScoringHandler:
         except UnicodeDecodeError:
             raise bad_request("The request body is not valid UTF-8.") from None
         try:
-            if mime == JSON and self.uses_apredict:
-                fast = _records_without_pandas(text)
+            if mime == JSON:
+                try:
+                    payload = json.loads(text)
+                except ValueError:
+                    payload = None  # MLflow's parser says what is wrong with it
+                _refuse_unknown_keys(payload)
+                fast = _records_without_pandas(payload) if self.uses_apredict else None
                 if fast is not None:
                     return fast[0], self.check_params(fast[1])
             if mime == CSV:
@@ -257,24 +262,27 @@ def _remaining(deadline: float) -> float:
 _FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")
 
 
-def _records_without_pandas(text: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
-    """The common JSON shapes of MLflow's protocol turned into row dicts without pandas, for a
-    model that validates its own rows (apredict). Returns None for anything unusual, which then
-    goes through MLflow's own parser, so the accepted inputs stay the same."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    unknown = sorted(set(payload) - {*_FORMATS, "params"})
-    if unknown and set(payload) & set(_FORMATS):  # MLflow's parser would ignore them
+def _refuse_unknown_keys(payload: Any) -> None:
+    """A key beside the protocol's own (MLflow's parser ignores it): 422 naming it, whichever
+    path parses the rest."""
+    if not isinstance(payload, dict) or not set(payload) & set(_FORMATS):
+        return
+    unknown = sorted(map(str, set(payload) - {*_FORMATS, "params"}))
+    if unknown:
         raise unprocessable(
             f"unknown key(s) {unknown} in the body: expected one of {', '.join(_FORMATS)}, "
             "and params",
             unknown[0],
         )
-    if unknown:
+
+
+def _records_without_pandas(
+    payload: Any,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
+    """The common JSON shapes of MLflow's protocol turned into row dicts without pandas, for a
+    model that validates its own rows (apredict). Returns None for anything unusual, which then
+    goes through MLflow's own parser, so the accepted inputs stay the same."""
+    if not isinstance(payload, dict) or set(payload) - {*_FORMATS, "params"}:
         return None
     keys = [k for k in _FORMATS if k in payload]
     params = payload.get("params")
