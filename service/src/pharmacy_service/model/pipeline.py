@@ -128,11 +128,13 @@ def _parse_row(index: int, record: Any) -> Row:
             f"{where}.question must be a string, got {type(question).__name__}",
             field=f"{where}.question",
         )
-    elif _check_text(question, f"{where}.question") and len(question) > MAX_QUESTION_LENGTH:
+    elif len(question) > MAX_QUESTION_LENGTH:
         raise InvalidInputError(
             f"{where}.question is longer than {MAX_QUESTION_LENGTH} characters",
             field=f"{where}.question",
         )
+    else:
+        _check_text(question, f"{where}.question")
     return Row(patient_id.strip(), medications, question.strip() or None if question else None)
 
 
@@ -173,7 +175,7 @@ def _parse_medications(where: str, value: Any) -> list[str]:
     return names
 
 
-def _check_text(value: str, field: str) -> bool:
+def _check_text(value: str, field: str) -> None:
     """A string that is Unicode: JSON can carry a lone surrogate (``"\\ud800"``), which no
     encoding can write; refused as malformed (400) on every route, as /v1/screen's parser does."""
     try:
@@ -185,7 +187,6 @@ def _check_text(value: str, field: str) -> bool:
             f"{exc.start}",
             field=field,
         ) from None
-    return True
 
 
 def _missing(value: Any) -> bool:
@@ -301,7 +302,7 @@ class Pipeline:
                     results.append(done.value)
                     break
                 await slices.tick()
-            await slices.tick()  # a row that never yielded (its names past the budget)
+            await slices.tick()  # the row's last step (its drug pairs) ran without a yield after it
         return results
 
     async def _llm_row(
