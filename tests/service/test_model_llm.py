@@ -302,3 +302,19 @@ def test_an_unknown_backend_fails_at_load(
     monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gpt")
     with pytest.raises(ValueError, match="PHARMACY_LLM_BACKEND"):
         mlflow.pyfunc.load_model(str(built_model))
+
+
+def test_the_prompt_is_bounded_like_the_answer(knowledge: KnowledgeBase) -> None:
+    """A 50-drug list can interact in over a thousand pairs: the prompt's summary and facts list
+    the MAX_FINDINGS most severe, as the answer does, and count the rest."""
+    from pharmacy_service.clinical.notes import build_prompt
+    from pharmacy_service.clinical.screening import MAX_FINDINGS, Screener
+
+    generics = sorted(knowledge.drugs)
+    screener = Screener(knowledge)
+    windows = (screener.screen(generics[i : i + 50]) for i in range(0, len(generics) - 50, 25))
+    result = next(r for r in windows if len(r.findings) > MAX_FINDINGS)
+    prompt = build_prompt("p1", result, None)
+    summary = prompt.splitlines()[1]
+    assert summary.count(" + ") == MAX_FINDINGS
+    assert f"and {len(result.findings) - MAX_FINDINGS} more" in summary

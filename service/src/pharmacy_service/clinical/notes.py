@@ -50,7 +50,11 @@ def summary_line(result: ScreeningResult) -> str:
         return "no interactions found among " + (
             ", ".join(result.medications_normalized) or "the listed medications"
         )
-    return "; ".join(f"{f.drug_a} + {f.drug_b}: {f.rule.severity}" for f in result.findings)
+    listed = "; ".join(
+        f"{f.drug_a} + {f.drug_b}: {f.rule.severity}" for f in result.findings[:MAX_FINDINGS]
+    )
+    rest = len(result.findings) - MAX_FINDINGS
+    return f"{listed}; and {rest} more, less severe" if rest > 0 else listed
 
 
 def screening_facts(result: ScreeningResult) -> list[str]:
