@@ -3,9 +3,8 @@
 # whose pins conflict with the project's (the Open Inference Protocol clients, MLServer). Prints
 # the venv's python on its last line of stdout (pip's output goes to stderr).
 #
-#   scripts/extra_venv.sh kserve-client   # kserve SDK, tritonclient[http], httpx, pytest, numpy
+#   scripts/extra_venv.sh kserve-client   # kserve SDK, tritonclient[http]: tests/service/test_v2_clients.py
 #   scripts/extra_venv.sh mlserver        # MLServer + mlserver-mlflow, then our two packages
-#   scripts/extra_venv.sh v2-clients      # the clients of tests/service/test_v2_clients.py
 #
 # Idempotent: the venv is re-created only when its stamp is missing or older than the lock file.
 # A lock with hashes (pip-compile --generate-hashes) is installed with --require-hashes. For

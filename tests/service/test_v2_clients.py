@@ -1,6 +1,6 @@
 """The Open Inference Protocol spoken with the clients users script against: ``tritonclient``
 (binary tensors, its default, and JSON) and the ``kserve`` SDK (binary), against the real server
-(gunicorn, one worker). They run in a venv of their own (scripts/extra_venv.sh v2-clients:
+(gunicorn, one worker). They run in a venv of their own (scripts/extra_venv.sh kserve-client:
 their pins conflict with the project's) through tests/support/v2_clients.py; what they decode
 must be exactly what ``/invocations`` answers for the same rows."""
 
@@ -31,7 +31,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def clients_python() -> str:
     made = subprocess.run(
-        ["scripts/extra_venv.sh", "v2-clients"],
+        ["scripts/extra_venv.sh", "kserve-client"],
         cwd=ROOT,
         capture_output=True,
         text=True,

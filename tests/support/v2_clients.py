@@ -1,6 +1,6 @@
 """Drive a V2 server with the real clients users script against: ``tritonclient[http]`` and the
 ``kserve`` SDK. Runs in its own venv (their pins conflict with the project's:
-requirements/v2-clients.txt), started by tests/service/test_v2_clients.py, which compares what
+requirements/kserve-client.txt, hashed), started by tests/service/test_v2_clients.py, which compares what
 this prints (one JSON document) with the server's own ``/invocations`` answer.
 
     python tests/support/v2_clients.py <base url> <model name> <rows as JSON>
