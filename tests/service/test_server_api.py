@@ -519,3 +519,12 @@ def test_a_key_beside_the_protocol_s_is_refused_on_both_paths(
     response = client.post("/invocations", json={**RECORDS, "dataframe_recrods": []})
     body = error(response, 422, "INVALID_INPUT")
     assert body["field"] == "dataframe_recrods"
+
+
+def test_a_token_from_a_file_ending_in_a_newline_still_matches(client_for: Any) -> None:
+    """A Kubernetes Secret file often ends in a newline: the token is its text without it."""
+    client = client_for(api_token="s3cret-token\n")
+    headers = {"Authorization": "Bearer s3cret-token"}
+    assert client.post("/invocations", json=RECORDS, headers=headers).status_code == 200
+    wrong = {"Authorization": "Bearer s3cret"}
+    assert client.post("/invocations", json=RECORDS, headers=wrong).status_code == 401

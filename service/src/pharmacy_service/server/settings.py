@@ -87,7 +87,9 @@ class Settings(BaseSettings):
                 "'Authorization: Bearer' with no token: set it to the secret, or unset it to "
                 "serve the prediction routes without a token."
             )
-        return token
+        # A Secret mounted from a file often ends in a newline; clients send the token without
+        # it (and authorize strips what they send), so the token is its text without spaces.
+        return SecretStr(token.get_secret_value().strip()) if token is not None else None
 
     @property
     def capacity(self) -> int:
