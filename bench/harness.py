@@ -146,3 +146,46 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 40) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+def mlserver_command(
+    mlserver: Path, model: Path, work: Path, name: str, port: int, parallel_workers: int = 1
+) -> list[str]:
+    """MLServer (Seldon's Open Inference Protocol server, with its MLflow runtime) serving the
+    saved ``model`` as ``name`` on 127.0.0.1:``port``: writes its ``settings.json`` and
+    ``model-settings.json`` into ``work`` (a new folder) and returns the command. Its gRPC and
+    metrics servers get free ports of their own; ``parallel_workers`` is MLServer's default
+    (1: one inference process beside the HTTP server)."""
+    import json
+
+    work.mkdir(parents=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "parallel_workers": parallel_workers,
+    }
+    (work / "settings.json").write_text(json.dumps(settings))
+    model_settings = {
+        "name": name,
+        "implementation": "mlserver_mlflow.MLflowRuntime",
+        "parameters": {"uri": str(model)},
+    }
+    (work / "model-settings.json").write_text(json.dumps(model_settings))
+    return [str(mlserver), "start", str(work)]
+
+
+def extra_venv(name: str) -> Path:
+    """The python of ``.venv-<name>``, made from ``requirements/<name>.txt`` on first use by
+    scripts/extra_venv.sh (tools whose pins conflict with ours: the V2 clients, MLServer)."""
+    root = Path(__file__).resolve().parents[1]
+    made = subprocess.run(
+        ["scripts/extra_venv.sh", name],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    return Path(made.stdout.strip().splitlines()[-1])

@@ -34,7 +34,7 @@ def test_each_backend_writes_a_grounded_llm_note_through_its_sdk(
     load_model: Callable[..., Any], stub: StubServer, backend: str
 ) -> None:
     model = load_model(backend)
-    (row,) = model.predict(pd.DataFrame([{"patient_id": "b1", **ROW}]))
+    (row,) = model.predict(pd.DataFrame([{"patient_id": "b1", **ROW}])).to_dict("records")
     assert (row["note_source"], row["backend"]) == ("llm", backend)
     assert row["interactions"][0]["advice"] in row["counseling_note"]
     assert row["counseling_note"].endswith(row["disclaimer"])
@@ -57,7 +57,9 @@ def test_many_threads_share_one_client_and_its_connections(
         barrier.wait(30)
         for n in range(5):
             try:
-                (row,) = model.predict(pd.DataFrame([{"patient_id": f"t{index}-{n}", **ROW}]))
+                (row,) = model.predict(
+                    pd.DataFrame([{"patient_id": f"t{index}-{n}", **ROW}])
+                ).to_dict("records")
             except BaseException as exc:  # noqa: BLE001 - collected and asserted below
                 with lock:
                     errors.append(exc)
@@ -94,7 +96,7 @@ def test_upstream_faults_fall_back_to_the_template_with_the_findings_kept(
     python_model = model.unwrap_python_model()
     seen: list[str] = []
     python_model.pipeline.observer.on_fallback = lambda _backend, reason: seen.append(reason)
-    (row,) = model.predict(pd.DataFrame([{"patient_id": "f1", **ROW}]))
+    (row,) = model.predict(pd.DataFrame([{"patient_id": "f1", **ROW}])).to_dict("records")
     assert row["note_source"] == "fallback"
     assert row["interactions"][0]["severity"] == "major"
     assert seen == [kind]
@@ -123,7 +125,7 @@ def test_the_api_key_never_reaches_the_logs(
     stub.config = StubConfig(fault_rate=1.0, faults=("500",), echo_api_key=True)
     model = load_model(backend, **{f"{backend.upper()}_API_KEY": secret})
     with caplog.at_level(logging.WARNING):
-        (row,) = model.predict(pd.DataFrame([{"patient_id": "k1", **ROW}]))
+        (row,) = model.predict(pd.DataFrame([{"patient_id": "k1", **ROW}])).to_dict("records")
     assert row["note_source"] == "fallback"
     failures = [r for r in caplog.records if getattr(r, "event", None) == "llm_call_failed"]
     assert failures, "the failure is logged"
@@ -145,7 +147,7 @@ def test_an_upstream_error_that_quotes_the_prompt_is_logged_without_it(
     model = load_model(backend)
     patient = "P-LOG-4471"
     with caplog.at_level(logging.WARNING):
-        (row,) = model.predict(pd.DataFrame([{"patient_id": patient, **ROW}]))
+        (row,) = model.predict(pd.DataFrame([{"patient_id": patient, **ROW}])).to_dict("records")
     assert row["note_source"] == "fallback"
     for quoted in (patient, "Write the counselling note", "warfarin"):
         assert quoted not in caplog.text, quoted
@@ -227,5 +229,5 @@ def test_the_gemini_session_reads_the_proxy_environment_only_when_asked(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     model = load_model("gemini", PHARMACY_LLM_TRUST_ENV=trust_env, PHARMACY_LLM_TIMEOUT="3")
-    (row,) = model.predict(pd.DataFrame([{"patient_id": "p1", **ROW}]))
+    (row,) = model.predict(pd.DataFrame([{"patient_id": "p1", **ROW}])).to_dict("records")
     assert row["note_source"] == source

@@ -59,7 +59,7 @@ def predict_from_threads(
                 [{"patient_id": f"t{index}-{n}-{r}", **WARFARIN_NSAID} for r in range(rows)]
             )
             try:
-                result = model.predict(frame)
+                result = model.predict(frame).to_dict("records")
             except Exception as exc:  # noqa: BLE001 - counted
                 with lock:
                     errors.append(exc)
@@ -143,7 +143,7 @@ def test_apredict_on_the_executor_loop_matches_predict(
 ) -> None:
     model = load_gemini_model()
     frame = pd.DataFrame([{"patient_id": "a1", **WARFARIN_NSAID}])
-    expected = model.predict(frame)
+    expected = model.predict(frame).to_dict("records")
     python_model = model.unwrap_python_model()
 
     async def endpoint() -> Any:
@@ -158,7 +158,7 @@ def test_the_template_backend_is_deterministic(
     monkeypatch.setenv("PHARMACY_LLM_BACKEND", "template")
     model = mlflow.pyfunc.load_model(str(built_model))
     frame = pd.DataFrame([{"patient_id": "d1", "medications": "Zoloft, tramadol, xyzzy"}])
-    first, second = model.predict(frame), model.predict(frame)
+    first, second = model.predict(frame).to_dict("records"), model.predict(frame).to_dict("records")
     assert first == second
     (row,) = first
     assert (row["note_source"], row["backend"]) == ("template", "template")
@@ -235,7 +235,7 @@ def test_a_faithful_note_repeating_the_findings_advice_is_used(
         {"patient_id": "f1", "medications": ["warfarin 5 mg PO nightly", "Advil 400 mg q6h prn"]},
         {"patient_id": "f2", "medications": ["warfarn", "etodolac 400 mg", "xyzzy"]},
     ]
-    first, second = model.predict(pd.DataFrame(rows))
+    first, second = model.predict(pd.DataFrame(rows)).to_dict("records")
     assert first["note_source"] == "llm"
     assert "acetaminophen" in first["interactions"][0]["advice"]
     assert first["interactions"][0]["advice"] in first["counseling_note"]

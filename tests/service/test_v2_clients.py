@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bench.harness import extra_venv
 
 from tests.support.gunicorn import RunningGunicorn, run_gunicorn
 
@@ -30,15 +31,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def clients_python() -> str:
-    made = subprocess.run(
-        ["scripts/extra_venv.sh", "kserve-client"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=True,
-    )
-    return made.stdout.strip().splitlines()[-1]
+    return str(extra_venv("kserve-client"))
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,7 @@ def test_the_response_is_mlserver_s_pandas_encoding() -> None:
         "INT64",
         [0, 3],
     )
+    assert "parameters" not in outputs["interactions_omitted"]  # as MLServer's pandas codec
 
 
 def test_the_outputs_filter_and_binary_outputs() -> None:
@@ -189,6 +190,16 @@ def test_the_outputs_filter_and_binary_outputs() -> None:
     assert "data" not in note
     assert response.body[length:] == _binary_bytes(["x", "y"])
     assert note["parameters"]["binary_data_size"] == len(_binary_bytes(["x", "y"]))
+    numbers = {
+        **document,
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": "interactions_omitted"}],
+    }
+    binary = encode_response(ROWS, model_name="m", model_version=None, request=_decode(numbers))
+    length = int(binary.headers["Inference-Header-Content-Length"])
+    (count,) = json.loads(binary.body[:length])["outputs"]
+    assert count["parameters"] == {"binary_data_size": 16}  # two little-endian INT64s
+    assert binary.body[length:] == struct.pack("<2q", 0, 3)
     with pytest.raises(V2Error, match="not one of the model's outputs"):
         encode_response(
             ROWS,

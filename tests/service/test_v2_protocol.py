@@ -65,7 +65,7 @@ def decoded(response: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a V2 pandas response, each output decoded by its content type."""
     columns = {}
     for output in response["outputs"]:
-        kind = output["parameters"]["content_type"]
+        kind = output.get("parameters", {}).get("content_type")  # none on a numeric output
         values = output["data"]
         columns[output["name"]] = [json.loads(v) for v in values] if kind == "pd_json" else values
     count = len(next(iter(columns.values())))

@@ -39,7 +39,7 @@ def main() -> None:
 
     rows = json.load(sys.stdin)
     model = mlflow.pyfunc.load_model(sys.argv[1])
-    predictions = model.predict(pd.DataFrame(rows))
+    predictions = model.predict(pd.DataFrame(rows)).to_dict("records")
     sys.stdout.write(json.dumps(predictions, sort_keys=True))
 
 

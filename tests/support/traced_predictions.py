@@ -214,7 +214,7 @@ def main() -> None:
 
     model = mlflow.pyfunc.load_model(sys.argv[1])
     if sys.argv[2] == "predict":
-        predictions = model.predict(pd.DataFrame(json.load(sys.stdin)))
+        predictions = model.predict(pd.DataFrame(json.load(sys.stdin))).to_dict("records")
         trace_id = mlflow.get_last_active_trace_id()
         mlflow.flush_trace_async_logging()
         AsyncExecutor.run_async(model.unwrap_python_model().aclose)

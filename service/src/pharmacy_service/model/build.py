@@ -13,6 +13,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from .pipeline import OUTPUT_COLUMNS
+
 __all__ = ["INPUT_EXAMPLE", "MODEL_NAME", "build", "main", "pip_requirements", "signature"]
 
 logger = logging.getLogger(__name__)
@@ -45,26 +47,6 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in _RUNTIME]
 
 
-_OUTPUT_COLUMNS = (
-    ("patient_id", "string"),
-    ("medications_normalized", "any"),
-    ("unrecognized", "any"),
-    ("not_covered", "any"),
-    ("corrections", "any"),
-    ("not_screened", "any"),
-    ("duplicates", "any"),
-    ("interactions", "any"),
-    ("interactions_omitted", "long"),
-    ("highest_severity", "string"),
-    ("counseling_note", "string"),
-    ("note_source", "string"),
-    ("backend", "string"),
-    ("disclaimer", "string"),
-    ("medications", "any"),
-)
-"""The fields of one output row, in order, with their MLflow column types."""
-
-
 def signature() -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
@@ -86,7 +68,7 @@ def signature() -> Any:
         outputs=Schema(
             [
                 ColSpec(AnyType() if kind == "any" else kind, name)  # type: ignore[no-untyped-call]
-                for name, kind in _OUTPUT_COLUMNS
+                for name, kind in OUTPUT_COLUMNS
             ]
         ),
         # Seconds for the whole prediction (0: no deadline); the server passes its deadline.

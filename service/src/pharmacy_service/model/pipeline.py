@@ -37,6 +37,7 @@ __all__ = [
     "MAX_MEDICATIONS",
     "MAX_NAME_LENGTH",
     "MAX_ROWS",
+    "OUTPUT_COLUMNS",
     "Pipeline",
     "Row",
     "Slices",
@@ -55,6 +56,25 @@ MAX_FINDINGS_PER_REQUEST = 10_000
 rather than answered with tens of megabytes."""
 TYPO_SEARCHES_PER_REQUEST = 100
 LOOKUPS_PER_REQUEST = 20_000
+OUTPUT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("patient_id", "string"),
+    ("medications_normalized", "any"),
+    ("unrecognized", "any"),
+    ("not_covered", "any"),
+    ("corrections", "any"),
+    ("not_screened", "any"),
+    ("duplicates", "any"),
+    ("interactions", "any"),
+    ("interactions_omitted", "long"),
+    ("highest_severity", "string"),
+    ("counseling_note", "string"),
+    ("note_source", "string"),
+    ("backend", "string"),
+    ("disclaimer", "string"),
+    ("medications", "any"),
+)
+"""The fields of one output row (:meth:`Pipeline._output`), in order, with their MLflow
+column types: the saved model's output signature and the columns of ``predict``'s table."""
 _SLICE_SECONDS = 0.005
 """CPU-bound screening yields the event loop at least this often, so that other requests (and
 the LLM calls in flight) keep running beside a large one."""

@@ -16,9 +16,9 @@ from . import tracing
 from ._env import env_flag
 from .llm import BACKENDS as LLM_BACKENDS
 from .llm import NoteBackend, backend_from_env
-from .pipeline import Pipeline, Row, parse_rows
+from .pipeline import OUTPUT_COLUMNS, Pipeline, Row, parse_rows
 
-__all__ = ["BACKENDS", "PharmacyModel"]
+__all__ = ["BACKENDS", "PharmacyModel", "as_table"]
 
 BACKENDS = ("template", *LLM_BACKENDS)
 
@@ -77,17 +77,20 @@ class PharmacyModel(PythonModel):
     # make it pass a list of the table's first column. A DataFrame hint passes the table as is.
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
-        """Screen the rows. Runs the async pipeline on modelhub's shared event loop, which is
-        what makes a module-level LLM client safe from MLflow's worker threads. Traced: a child
-        of the server's span, or the root of its own trace (``mlflow models serve``)."""
+    ) -> pd.DataFrame:
+        """Screen the rows: one output row per input row, a column per field (the saved
+        signature's outputs), so that every MLflow consumer can encode it: MLflow's scoring
+        server, MLServer's pandas codec, ``spark_udf``'s struct result. Runs the async pipeline
+        on modelhub's shared event loop, which is what makes a module-level LLM client safe
+        from MLflow's worker threads. Traced: a child of the server's span, or the root of its
+        own trace (``mlflow models serve``)."""
         with tracing.request_span("predict", "CHAIN", self._span_attributes()):
             rows = _parsed(model_input)
             timeout = (params or {}).get("timeout")  # seconds; 0 or absent: no deadline
             result: list[dict[str, Any]] = AsyncExecutor.run_async(
                 self.pipeline.run, rows, timeout=float(timeout) if timeout else None
             )
-            return result
+            return as_table(result)
 
     async def aclose(self) -> None:
         """Close the LLM client's connections; run it on the executor's loop before shutdown:
@@ -103,6 +106,13 @@ class PharmacyModel(PythonModel):
 
     def _span_attributes(self) -> dict[str, Any]:
         return {"pharmacy.backend": self.pipeline.backend_name}
+
+
+def as_table(outputs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Output rows as a table of Python objects (lists stay lists, a missing severity stays
+    ``None``: pandas would make it NaN), the count of omitted interactions as integers."""
+    table = pd.DataFrame(outputs, columns=[name for name, _ in OUTPUT_COLUMNS], dtype=object)
+    return table.astype({"interactions_omitted": "int64"})
 
 
 def _parsed(model_input: Any) -> list[Row]:

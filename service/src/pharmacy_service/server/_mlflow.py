@@ -18,6 +18,7 @@ __all__ = [
     "TESTED",
     "TESTED_RANGE",
     "enforce_params_schema",
+    "jsonable",
     "parse_json_data",
     "validate_prediction_input",
 ]
@@ -49,6 +50,7 @@ try:
     from mlflow.models.utils import _enforce_params_schema as enforce_params_schema
     from mlflow.pyfunc import _validate_prediction_input as validate_prediction_input
     from mlflow.pyfunc.scoring_server import _parse_json_data
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
 except ImportError as exc:  # pragma: no cover - only with an MLflow build that differs
     raise ImportError(
         f"MLflow {_FOUND} lacks a private function pharmacy-service calls ({exc}). {_FIX}"
@@ -58,3 +60,9 @@ except ImportError as exc:  # pragma: no cover - only with an MLflow build that 
 def parse_json_data(text: str, metadata: Any, input_schema: Any) -> Any:
     """MLflow's parser for the JSON formats of its scoring protocol (``.data``, ``.params``)."""
     return _parse_json_data(text, metadata, input_schema)  # type: ignore[no-untyped-call]
+
+
+def jsonable(predictions: Any) -> Any:
+    """A model's answer as ``mlflow models serve`` writes it: a table as a list of records, an
+    array as a list; anything else as it is."""
+    return _get_jsonable_obj(predictions, pandas_orient="records")  # type: ignore[no-untyped-call]

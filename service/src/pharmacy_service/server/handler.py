@@ -212,7 +212,9 @@ class ScoringHandler:
             waiter.cancel()  # nobody waits for its outcome any more
         if not done:
             raise ServingError(504, "TIMEOUT", "The prediction did not finish in time.")
-        result: list[Any] = work.result()
+        # predict answers a table (so that every MLflow consumer can encode it); the
+        # protocols write rows, as MLflow's scoring server does.
+        result: list[Any] = _mlflow.jsonable(work.result())
         return result
 
 

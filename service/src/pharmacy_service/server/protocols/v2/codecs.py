@@ -9,8 +9,9 @@ or ``np`` (numbers). An input without its own content type takes the one the mod
 declares for that column (MLServer ignores the metadata and passes the JSON text through).
 
 Responses use MLServer's pandas encoding of the result: one output per field, shape ``[N, 1]``;
-``str`` for a column of strings, ``np`` (INT64/FP64/BOOL) for a numeric one, compact JSON with
-``pd_json`` for anything else (lists, objects, missing values).
+``str`` for a column of strings, INT64/FP64/BOOL for a numeric one (no content type, as
+MLServer writes it), compact JSON with ``pd_json`` for anything else (lists, objects, missing
+values).
 
 The binary tensor data extension (Triton's, sent by default by ``tritonclient`` and the
 ``kserve`` client): a JSON header of ``Inference-Header-Content-Length`` bytes, then each binary
@@ -201,7 +202,7 @@ def encode_response(
         output = _encode_column(name, [row.get(name) for row in rows])
         if request.binary_all or name in request.binary_outputs:
             raw = _to_binary(output["datatype"], output.pop("data"))
-            output["parameters"]["binary_data_size"] = len(raw)
+            output.setdefault("parameters", {})["binary_data_size"] = len(raw)
             chunks.append(raw)
         outputs.append(output)
     document: dict[str, Any] = {"model_name": model_name}
@@ -416,27 +417,27 @@ def _encode_column(name: str, values: list[Any]) -> dict[str, Any]:
     if values and all(isinstance(v, str) for v in values):
         return _output(name, shape, "BYTES", "str", values)
     if values and all(isinstance(v, bool) for v in values):
-        return _output(name, shape, "BOOL", "np", values)
+        return _output(name, shape, "BOOL", None, values)
     if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return _output(name, shape, "INT64", "np", values)
+        return _output(name, shape, "INT64", None, values)
     if values and all(
         isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
-        return _output(name, shape, "FP64", "np", [float(v) for v in values])
+        return _output(name, shape, "FP64", None, [float(v) for v in values])
     encoded = [json.dumps(v, separators=(",", ":"), ensure_ascii=False) for v in values]
     return _output(name, shape, "BYTES", "pd_json", encoded)
 
 
 def _output(
-    name: str, shape: list[int], datatype: str, content_type: str, data: list[Any]
+    name: str, shape: list[int], datatype: str, content_type: str | None, data: list[Any]
 ) -> dict[str, Any]:
-    return {
-        "name": name,
-        "shape": shape,
-        "datatype": datatype,
-        "parameters": {"content_type": content_type},
-        "data": data,
-    }
+    """One output tensor. A numeric one carries no content type, as MLServer's pandas codec
+    writes it: its datatype says what it is."""
+    output: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype}
+    if content_type is not None:
+        output["parameters"] = {"content_type": content_type}
+    output["data"] = data
+    return output
 
 
 def _to_binary(datatype: str, data: list[Any]) -> bytes:
