@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from harness import cpu_seconds, free_port, launched, tree_pids
+from harness import cpu_seconds, extra_venv, free_port, launched, mlserver_command, tree_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -116,6 +116,13 @@ def start(
             str(workers),
         ]
         ready_path = "/ping"
+    elif kind == "mlserver":  # MLServer + mlserver-mlflow, in its own venv; default settings
+        from pharmacy_service.model.build import MODEL_NAME
+
+        mlserver = extra_venv("mlserver").with_name("mlserver")
+        settings = Path(tempfile.mkdtemp(prefix="bench-mlserver-")) / "settings"
+        command = mlserver_command(mlserver, model, settings, MODEL_NAME, port, workers)
+        ready_path = f"/v2/models/{MODEL_NAME}/ready"
     else:
         env.update(
             HOST="127.0.0.1",
