@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python requirements/constraints.txt requirements/dev.in modelhub_sdk/pyproject.toml service/pyproject.toml
-	$(PIP) install --quiet -c requirements/constraints.txt -r requirements/dev.in -e modelhub_sdk -e 'service[openai,anthropic]'
+	$(PIP) install --quiet -c requirements/constraints.txt -r requirements/dev.in -e modelhub_sdk -e 'service[openai,anthropic,spark]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install both packages (editable) with pinned dependencies
@@ -54,7 +54,7 @@ SETUPTOOLS := setuptools==84.2.1  # builds the two packages inside the image (no
 
 lock:  ## re-resolve requirements/constraints.txt, then the image's hashed runtime.txt and registry.txt
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --quiet -r requirements/dev.in -e modelhub_sdk -e 'service[openai,anthropic]'
+	.venv-lock/bin/python -m pip install --quiet -r requirements/dev.in -e modelhub_sdk -e 'service[openai,anthropic,spark]'
 	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' > requirements/constraints.txt
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet -c requirements/constraints.txt ./modelhub_sdk './service[openai,anthropic]'
