@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ParsedMedication", "parse_medication"]
+__all__ = ["PARSED_FIELDS", "ParsedMedication", "parse_medication"]
 
 # Units, longest first where one is a prefix of another. "%" is a unit: "1% gel".
 _UNITS = {
@@ -272,6 +272,24 @@ class ParsedMedication:
             "modifier": self.modifier,
             "sig": self.sig,
         }
+
+
+PARSED_FIELDS: dict[str, Any] = {
+    "text": str,
+    "name": str,
+    "strength": str,
+    "unit": str,
+    "form": str,
+    "route": str,
+    "frequency": str,
+    "as_needed": bool,
+    "release": str,
+    "dose": str,
+    "modifier": str,
+    "sig": str,
+}
+"""The keys of :meth:`ParsedMedication.as_dict` and their types, in the notation of
+``screening.OUTPUT_FIELDS`` (a value may be None)."""
 
 
 def parse_medication(text: str) -> ParsedMedication:

@@ -9,10 +9,18 @@ from itertools import combinations
 from typing import Any
 
 from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase, RuleSide
-from .medstrings import ParsedMedication, parse_medication
+from .medstrings import PARSED_FIELDS, ParsedMedication, parse_medication
 from .resolve import NOT_KNOWN, Resolution, Resolver, Unread
 
-__all__ = ["MAX_FINDINGS", "Budget", "Entry", "Finding", "Screener", "ScreeningResult"]
+__all__ = [
+    "MAX_FINDINGS",
+    "OUTPUT_FIELDS",
+    "Budget",
+    "Entry",
+    "Finding",
+    "Screener",
+    "ScreeningResult",
+]
 
 _BASIS = {2: "drug pair", 1: "drug and class", 0: "class pair"}
 MAX_TYPO_SEARCHES = 20
@@ -172,6 +180,49 @@ class ScreeningResult:
         if not self.findings:
             return "none"
         return max((f.rule.severity for f in self.findings), key=SEVERITY_RANK.__getitem__)
+
+
+FINDING_FIELDS: dict[str, Any] = {
+    "drug_a": str,
+    "drug_b": str,
+    "severity": str,
+    "mechanism": str,
+    "clinical_effect": str,
+    "advice": str,
+    "rule_id": str,
+    "basis": str,
+    "source": str,
+}
+"""The keys of :meth:`Finding.as_dict` and their types."""
+ENTRY_FIELDS: dict[str, Any] = {
+    **PARSED_FIELDS,
+    "route": str,
+    "status": str,
+    "generics": [str],
+    "not_covered": [str],
+    "not_screened": [str],
+    "reason": str,
+    "resolved_by": [
+        {"name": str, "method": str, "confidence": float, "read_as": str, "candidates": [str]}
+    ],
+}
+"""The keys of :meth:`Entry.as_dict` and their types."""
+OUTPUT_FIELDS: dict[str, Any] = {
+    "medications_normalized": [str],
+    "unrecognized": [str],
+    "not_covered": [{"input": str, "name": str}],
+    "corrections": [{"input": str, "read_as": str, "generics": [str], "confidence": float}],
+    "not_screened": [{"input": str, "generic": str, "route": str, "reason": str}],
+    "duplicates": [{"generic": str, "inputs": [str]}],
+    "interactions": [FINDING_FIELDS],
+    "highest_severity": str,
+    "medications": [ENTRY_FIELDS],
+}
+"""The shape of what a screening contributes to an output row (the model's nested fields:
+``interactions`` are the findings, ``medications`` the entries), declared beside the code that
+writes it so that a typed consumer (a Spark result type) is derived, not retyped. The notation:
+a Python type (``str``, ``bool``, ``float``), ``[t]`` a list of ``t``, a dict an object with
+those keys; any value may be None. A test checks it against real outputs, key for key."""
 
 
 class Screener:

@@ -118,6 +118,7 @@ def build(
             "model_config": {
                 "llm_backend": None,
                 "llm_strict": None,
+                "llm_concurrency": None,
                 "inject_loop_errors": 0,
                 "inject_loop_block": 0.0,
             },

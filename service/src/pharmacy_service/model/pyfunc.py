@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from .llm import BACKENDS as LLM_BACKENDS
 from .llm import NoteBackend, backend_from_env
 from .pipeline import OUTPUT_COLUMNS, Pipeline, Row, parse_rows
 
-__all__ = ["BACKENDS", "PharmacyModel", "as_table"]
+__all__ = ["BACKENDS", "DEFAULT_LLM_CONCURRENCY", "PharmacyModel", "as_table", "llm_concurrency"]
 
 BACKENDS = ("template", *LLM_BACKENDS)
+DEFAULT_LLM_CONCURRENCY = 8
 
 
 class PharmacyModel(PythonModel):
@@ -29,6 +31,7 @@ class PharmacyModel(PythonModel):
     - ``PHARMACY_LLM_BACKEND``: ``template`` (default), ``gemini``, ``openai`` or ``anthropic``;
     - ``PHARMACY_LLM_STRICT``: ``true`` turns an LLM failure into an error instead of the
       template fallback;
+    - ``PHARMACY_LLM_CONCURRENCY``: notes written at once per ``predict`` call (default 8);
     - ``PHARMACY_LLM_TIMEOUT``, ``PHARMACY_LLM_ATTEMPTS``, and per backend ``<GEMINI|OPENAI|
       ANTHROPIC>_API_KEY``, ``_BASE_URL``, ``_MODEL``.
     """
@@ -57,6 +60,7 @@ class PharmacyModel(PythonModel):
         strict_mode = (
             env_flag(os.environ, "PHARMACY_LLM_STRICT") if strict is None else bool(strict)
         )
+        concurrency = llm_concurrency(config.get("llm_concurrency"))
         loop_errors = int(config.get("inject_loop_errors") or 0)
         loop_block = float(config.get("inject_loop_block") or 0.0)
         if loop_errors or loop_block:  # tests and chaos drills only
@@ -66,11 +70,14 @@ class PharmacyModel(PythonModel):
                 knowledge,
                 backend,
                 strict=strict_mode,
+                max_concurrency=concurrency,
                 loop_errors=loop_errors,
                 loop_block=loop_block,
             )
         else:
-            self.pipeline = Pipeline(knowledge, backend, strict=strict_mode)
+            self.pipeline = Pipeline(
+                knowledge, backend, strict=strict_mode, max_concurrency=concurrency
+            )
         tracing.setup()  # per process: this runs in each server worker, after the fork
 
     # pd.DataFrame on purpose: MLflow reads predict's type hints, and a `list[...]` hint would
@@ -106,6 +113,22 @@ class PharmacyModel(PythonModel):
 
     def _span_attributes(self) -> dict[str, Any]:
         return {"pharmacy.backend": self.pipeline.backend_name}
+
+
+def llm_concurrency(configured: Any = None, environ: Mapping[str, str] | None = None) -> int:
+    """How many notes one ``predict`` call writes at once: ``model_config``'s
+    ``llm_concurrency``, else ``PHARMACY_LLM_CONCURRENCY``, else 8. Per call, so per process
+    and per Spark task: the upstream's rate limit bounds it times the calls running at once."""
+    env = os.environ if environ is None else environ
+    raw = str(configured if configured is not None else env.get("PHARMACY_LLM_CONCURRENCY", ""))
+    raw = raw.strip()
+    if not raw:
+        return DEFAULT_LLM_CONCURRENCY
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"PHARMACY_LLM_CONCURRENCY={raw!r} is invalid: use a whole number of at least 1."
+        )
+    return int(raw)
 
 
 def as_table(outputs: list[dict[str, Any]]) -> pd.DataFrame:

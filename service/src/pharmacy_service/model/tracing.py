@@ -1,7 +1,7 @@
 """MLflow Tracing for the screening model: opt-in, one trace per request, masked before export.
 
-On when ``MLFLOW_TRACKING_URI`` is set (``PHARMACY_TRACING=true|false`` overrides), off and at no
-cost otherwise: :func:`span` then yields a do-nothing span and MLflow's tracer is never built.
+On when ``MLFLOW_TRACKING_URI`` is set (``PHARMACY_TRACING=true|false`` overrides; in a Spark
+task only ``PHARMACY_TRACING=true``: see :func:`wanted`), off and at no cost otherwise: :func:`span` then yields a do-nothing span and MLflow's tracer is never built.
 :func:`setup` runs in each process that serves (the model's ``load_context``, which the server
 calls in every worker after gunicorn forks): MLflow's export queue is a thread, and threads do
 not survive a fork.
@@ -106,9 +106,21 @@ span processor takes a snapshot of their matcher under the lock and masks outsid
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether tracing is asked for: ``PHARMACY_TRACING``, else ``MLFLOW_TRACKING_URI`` set."""
+    """Whether tracing is asked for: ``PHARMACY_TRACING``, else ``MLFLOW_TRACKING_URI`` set,
+    except in a Spark task: ``spark_udf`` sets the driver's tracking URI in every Python worker,
+    MLflow's default included, so there only ``PHARMACY_TRACING=true`` turns tracing on."""
     env = os.environ if environ is None else environ
-    return env_flag(env, "PHARMACY_TRACING", bool(env.get("MLFLOW_TRACKING_URI", "").strip()))
+    asked = bool(env.get("MLFLOW_TRACKING_URI", "").strip()) and not _in_spark_task()
+    return env_flag(env, "PHARMACY_TRACING", asked)
+
+
+def _in_spark_task() -> bool:
+    """Whether this code runs inside a Spark task (a pandas UDF in a Python worker)."""
+    if "pyspark" not in sys.modules:  # never imports pyspark: the server does not have it
+        return False
+    from pyspark import TaskContext
+
+    return TaskContext.get() is not None
 
 
 RETRY_SECONDS = 30.0
