@@ -148,6 +148,19 @@ def test_backoff_grows_exponentially_with_jitter(make_executor: Any, sleeps: Sle
         assert base <= delay <= base + 0.05
 
 
+def test_backoff_with_its_jitter_never_exceeds_the_max_wait(
+    make_executor: Any, sleeps: SleepRecorder
+) -> None:
+    executor = make_executor(
+        max_attempts=6, retry_initial_wait=0.5, retry_max_wait=1.0, retry_jitter=0.5
+    )
+    assert executor.run(Flaky(RuntimeError("Event loop is closed"), failures=5)) == "done"
+    assert len(sleeps.delays) == 5
+    assert 0.5 <= sleeps.delays[0] <= 1.0
+    assert all(delay <= 1.0 for delay in sleeps.delays)
+    assert sleeps.delays[-1] == 1.0  # 0.5 * 2**4 capped
+
+
 def test_every_attempt_failing_logs_one_error_and_reraises_the_original(
     make_executor: Any, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:

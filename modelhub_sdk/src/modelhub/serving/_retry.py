@@ -36,9 +36,13 @@ class RetryPolicy:
     ) -> None:
         """``on_retry`` is told before each back-off; ``sleep``/``async_sleep`` do the back-off
         (tests inject recorders)."""
-        backoff = tenacity.wait_exponential_jitter(
-            initial=config.retry_initial_wait, max=config.retry_max_wait, jitter=config.retry_jitter
-        )
+        # wait_exponential_jitter's first parameter is `initial` up to tenacity 9.1 and
+        # `multiplier` from 9.2 (which warns on `initial`); the same policy from parts that
+        # every tenacity in the SDK's range has: min(initial * 2**n + jitter, max).
+        max_wait = config.retry_max_wait
+        backoff = tenacity.wait_exponential(
+            multiplier=config.retry_initial_wait, max=max_wait
+        ) + tenacity.wait_random(0, config.retry_jitter)
 
         def stop(state: tenacity.RetryCallState) -> bool:
             work: Work[Any] = state.args[0]
@@ -46,7 +50,7 @@ class RetryPolicy:
 
         def wait(state: tenacity.RetryCallState) -> float:
             work: Work[Any] = state.args[0]
-            delay = float(backoff(state))
+            delay = min(float(backoff(state)), max_wait)
             left = remaining(work.deadline)  # raises once the deadline has passed
             return delay if left is None else min(delay, left)
 
