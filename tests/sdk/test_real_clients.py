@@ -14,11 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from google import genai
-from google.genai import types
 
 from modelhub.serving import AsyncExecutor
-from pharmacy_service.stub import answer_for, run_in_thread
 from tests.support.http_servers import echo_app, serve_app
 from tests.support.loop_affine import CALLS_PER_THREAD, THREADS, ModuleLevelSession, hammer
 
@@ -64,36 +61,3 @@ def test_isolated_mode_reproduces_event_loop_is_closed() -> None:
     assert retries
     assert {(e["level"], e["mode"]) for e in retries} == {("WARNING", "isolated")}
     assert any(e["event"] == "async_failed" and e["level"] == "ERROR" for e in report["events"])
-
-
-@pytest.mark.slow
-def test_shared_mode_real_google_genai_client_has_no_failures(
-    make_executor: Callable[..., AsyncExecutor], caplog: pytest.LogCaptureFixture
-) -> None:
-    executor = make_executor("shared")
-    with run_in_thread() as stub:  # the project's Gemini-compatible stub
-        client = genai.Client(
-            api_key="test-key-not-secret",
-            http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{stub.port}"),
-        )
-
-        async def ask(prompt: str) -> str:
-            response = await client.aio.models.generate_content(
-                model="gemini-2.0-flash", contents=prompt
-            )
-            return response.text or ""
-
-        try:
-            results, errors = hammer(lambda value: executor.run(ask, value, timeout=30))
-        finally:
-            executor.run(client.aio.aclose)
-            client.close()
-        assert errors == []
-        assert sorted(results) == sorted(
-            answer_for(f"{i}-{n}", "gemini-2.0-flash")
-            for i in range(THREADS)
-            for n in range(CALLS_PER_THREAD)
-        )
-        assert stub.stats.requests == THREADS * CALLS_PER_THREAD
-        assert stub.stats.connections <= THREADS
-    assert not [r for r in caplog.records if getattr(r, "event", None) == "async_retry"]
