@@ -10,6 +10,7 @@ import pytest
 from modelhub.serving import AsyncExecutor
 from pharmacy_service.clinical import KnowledgeBase, Screener
 from pharmacy_service.stub import StubConfig, StubServer, run_in_thread
+from tests.support.gunicorn import RunningGunicorn, run_gunicorn
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,16 @@ def knowledge() -> KnowledgeBase:
 @pytest.fixture(scope="session")
 def screener(knowledge: KnowledgeBase) -> Screener:
     return Screener(knowledge)
+
+
+@pytest.fixture(scope="module")
+def server(
+    built_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGunicorn]:
+    """The real server (gunicorn, one worker) on the built model, for one test module."""
+    log = tmp_path_factory.mktemp("server") / "gunicorn.log"
+    with run_gunicorn(built_model, log, workers=1) as running:
+        yield running
 
 
 @pytest.fixture

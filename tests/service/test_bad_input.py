@@ -61,6 +61,19 @@ CORPUS: list[tuple[str, bytes, str | None, set[int]]] = [
     ),
     ("split: not an object", b'{"dataframe_split": [1, 2]}', JSON, BAD),
     (
+        "split: a column named null (schemathesis: MLflow's parser dropped it, 200 before)",
+        b'{"dataframe_split": {"columns": ["patient_id", "medications", null], '
+        b'"data": [["0", "x", ""]]}}',
+        JSON,
+        {422},
+    ),
+    (
+        "split: a column named by an object (schemathesis found it: 500 before)",
+        b'{"dataframe_split": {"columns": [{}], "data": [], "index": []}, "params": {}}',
+        JSON,
+        BAD,
+    ),
+    (
         "split: missing medications column",
         b'{"dataframe_split": {"columns": ["patient_id"], "data": [["p1"]]}}',
         JSON,

@@ -32,6 +32,17 @@ def test_records_and_a_single_mapping() -> None:
     assert parse_rows([{"patient_id": "p", "medications": (" a ", "")}]) == [Row("p", ["a"])]
 
 
+def test_whole_number_ids_are_read_as_their_digits() -> None:
+    # 2181.0 is an integer to JSON Schema, and pandas stores an integer column with a missing
+    # value as floats; up to 2^53 - 1 a double holds every integer exactly.
+    rows = [{"patient_id": n, "medications": ["a"]} for n in (2181.0, -(2**53) + 1, 2**53 - 1)]
+    assert [row.patient_id for row in parse_rows(rows)] == [
+        "2181",
+        str(-(2**53) + 1),
+        str(2**53 - 1),
+    ]
+
+
 def test_a_nan_question_means_no_question() -> None:
     assert (
         parse_rows([{"patient_id": "p", "medications": ["a"], "question": math.nan}])[0].question
@@ -86,6 +97,30 @@ def test_a_nan_question_means_no_question() -> None:
             "rows[0].medications",
             "at most",
             id="too many medications",
+        ),
+        pytest.param(
+            [{"patient_id": "p", "medications": ["a", *[""] * MAX_MEDICATIONS]}],
+            "rows[0].medications",
+            "at most",
+            id="too many entries, blanks counted (what the OpenAPI schema says)",
+        ),
+        pytest.param(
+            [{"patient_id": "p", "medications": "a" + "," * MAX_MEDICATIONS}],
+            "rows[0].medications",
+            "51 entries",
+            id="too many entries in one string",
+        ),
+        pytest.param(
+            [{"patient_id": 2**53, "medications": ["a"]}],
+            "rows[0].patient_id",
+            "as a string",
+            id="an integer id past 2^53 - 1",
+        ),
+        pytest.param(
+            [{"patient_id": 1.5, "medications": ["a"]}],
+            "rows[0].patient_id",
+            "non-empty string",
+            id="a fractional id",
         ),
         pytest.param(
             [{"patient_id": "p", "medications": ["a"], "question": 3}],

@@ -16,7 +16,7 @@ import pytest
 from bench.harness import extra_venv, free_port, launched, mlserver_command
 
 from tests.service.test_v2_protocol import decoded
-from tests.support.gunicorn import RunningGunicorn, run_gunicorn
+from tests.support.gunicorn import RunningGunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -140,13 +140,6 @@ def mlserver(
         yield base
 
 
-@pytest.fixture(scope="module")
-def ours(built_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGunicorn]:
-    log = tmp_path_factory.mktemp("v2-differential") / "gunicorn.log"
-    with run_gunicorn(built_model, log, workers=1) as running:
-        yield running
-
-
 def post(base: str, path: str, body: Any) -> httpx.Response:
     content = body if isinstance(body, str) else json.dumps(body)
     return httpx.post(
@@ -173,10 +166,10 @@ def test_the_saved_model_loads_under_mlserver_with_its_signature(mlserver: str) 
 
 
 def test_our_metadata_describes_the_model_as_mlserver_does(
-    mlserver: str, ours: RunningGunicorn
+    mlserver: str, server: RunningGunicorn
 ) -> None:
     theirs = httpx.get(f"{mlserver}/v2/models/{MODEL}", timeout=10).json()
-    mine = httpx.get(f"{ours.base_url}/v2/models/{MODEL}", timeout=10).json()
+    mine = httpx.get(f"{server.base_url}/v2/models/{MODEL}", timeout=10).json()
     for key in ("name", "inputs", "outputs"):
         assert mine[key] == theirs[key], key
     assert mine["parameters"]["content_type"] == "pd"
@@ -184,16 +177,16 @@ def test_our_metadata_describes_the_model_as_mlserver_does(
 
 @pytest.mark.parametrize("case", list(VALID))
 def test_the_same_request_decodes_to_the_same_outputs(
-    case: str, mlserver: str, ours: RunningGunicorn
+    case: str, mlserver: str, server: RunningGunicorn
 ) -> None:
     path = f"/v2/models/{MODEL}/infer"
-    theirs, mine = post(mlserver, path, VALID[case]), post(ours.base_url, path, VALID[case])
+    theirs, mine = post(mlserver, path, VALID[case]), post(server.base_url, path, VALID[case])
     assert theirs.status_code == 200, theirs.text[-2000:]
     assert mine.status_code == 200, mine.text[-2000:]
     their_answer, my_answer = theirs.json(), mine.json()
     requested = [output["name"] for output in VALID[case].get("outputs", [])]
     if requested:  # MLServer ignores the filter and answers every output: we honour it
-        assert len(their_answer["outputs"]) == len(mine_all := metadata_outputs(ours.base_url))
+        assert len(their_answer["outputs"]) == len(mine_all := metadata_outputs(server.base_url))
         their_answer["outputs"] = [o for o in their_answer["outputs"] if o["name"] in requested]
         assert [o["name"] for o in my_answer["outputs"]] == requested
         assert set(mine_all) > set(requested)
@@ -214,10 +207,10 @@ def test_the_same_request_decodes_to_the_same_outputs(
 
 @pytest.mark.parametrize("case", list(BOTH_REFUSE))
 def test_both_refuse_the_same_bad_requests_as_client_errors(
-    case: str, mlserver: str, ours: RunningGunicorn
+    case: str, mlserver: str, server: RunningGunicorn
 ) -> None:
     path, body = BOTH_REFUSE[case]
-    theirs, mine = post(mlserver, path, body), post(ours.base_url, path, body)
+    theirs, mine = post(mlserver, path, body), post(server.base_url, path, body)
     assert 400 <= theirs.status_code < 500, (theirs.status_code, theirs.text[-500:])
     assert 400 <= mine.status_code < 500, (mine.status_code, mine.text)
     if theirs.status_code == 404:
@@ -227,11 +220,11 @@ def test_both_refuse_the_same_bad_requests_as_client_errors(
 
 @pytest.mark.parametrize("case", list(STRICTER))
 def test_where_we_are_stricter_than_mlserver(
-    case: str, mlserver: str, ours: RunningGunicorn
+    case: str, mlserver: str, server: RunningGunicorn
 ) -> None:
     body, ours_status, theirs_status = STRICTER[case]
     path = f"/v2/models/{MODEL}/infer"
-    theirs, mine = post(mlserver, path, body), post(ours.base_url, path, body)
+    theirs, mine = post(mlserver, path, body), post(server.base_url, path, body)
     assert theirs.status_code == theirs_status, theirs.text[-500:]
     assert mine.status_code == ours_status, mine.text
     assert set(mine.json()) == {"error"}

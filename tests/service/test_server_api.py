@@ -78,6 +78,19 @@ def error(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
+def test_instances_may_mix_a_list_and_a_string_of_medications(client_for: Any) -> None:
+    """Each row is read by the model, so a list in one row and a string in the next are both
+    rows (MLflow's parser refuses the mix, which the OpenAPI schema cannot say)."""
+    rows = [
+        {"patient_id": "m1", "medications": ["Coumadin", "Advil"]},
+        {"patient_id": "m2", "medications": "Zoloft, tramadol"},
+    ]
+    response = client_for().post("/invocations", json={"instances": rows})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["predictions"]
+    assert (first["highest_severity"], second["highest_severity"]) == ("major", "major")
+
+
 @pytest.mark.parametrize(
     "async_predict", [True, False], ids=["apredict on the loop", "predict in threads"]
 )
@@ -214,6 +227,16 @@ def test_a_bad_row_names_its_field(client_for: Any) -> None:
             {"patients": [{"patient_id": "p", "medications": 3}]},
             "patients.0.medications",
             id="medications a number",
+        ),
+        pytest.param(
+            {"patients": [{"patient_id": "p", "medications": ["a"], "questoin": "why?"}]},
+            "patients.0.questoin",
+            id="a misspelt field (was dropped: the question lost)",
+        ),
+        pytest.param(
+            {"patients": [{"patient_id": "\x1e", "medications": ["a"]}]},
+            "patients.0.patient_id",
+            id="an id of white space as Python reads it (U+001E)",
         ),
         pytest.param({"patients": []}, "patients", id="no patients"),
         pytest.param({"people": []}, "patients", id="wrong key"),

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from bench.harness import extra_venv
 
-from tests.support.gunicorn import RunningGunicorn, run_gunicorn
+from tests.support.gunicorn import RunningGunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +30,6 @@ ROWS = [
 @pytest.fixture(scope="module")
 def clients_python() -> str:
     return str(extra_venv("kserve-client"))
-
-
-@pytest.fixture(scope="module")
-def server(built_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    log = tmp_path_factory.mktemp("v2-clients") / "gunicorn.log"
-    with run_gunicorn(built_model, log, workers=1) as running:
-        yield running
 
 
 def test_tritonclient_and_kserve_get_what_invocations_answers(

@@ -90,6 +90,13 @@ def test_bad_inputs_are_400_naming_the_input(change: dict[str, Any], words: str)
     assert words in str(raised.value)
 
 
+def test_binary_data_output_must_be_a_boolean() -> None:
+    # It was read with `is True`, so "yes" passed as false: schemathesis's schema says boolean.
+    inputs = [_tensor("patient_id", ["p1"]), _tensor("medications", ['["a"]'])]
+    with pytest.raises(V2Error, match="binary_data_output must be true or false"):
+        _decode({"inputs": inputs, "parameters": {"binary_data_output": "yes"}})
+
+
 def test_a_missing_column_and_unequal_lengths_are_refused() -> None:
     with pytest.raises(V2Error, match="'medications' is required"):
         _decode({"inputs": [_tensor("patient_id", ["p1"])]})

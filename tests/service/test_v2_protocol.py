@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support.gunicorn import RunningGunicorn, run_gunicorn
+from tests.support.gunicorn import RunningGunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -70,13 +70,6 @@ def decoded(response: dict[str, Any]) -> list[dict[str, Any]]:
         columns[output["name"]] = [json.loads(v) for v in values] if kind == "pd_json" else values
     count = len(next(iter(columns.values())))
     return [{name: column[i] for name, column in columns.items()} for i in range(count)]
-
-
-@pytest.fixture(scope="module")
-def server(built_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    log = tmp_path_factory.mktemp("v2") / "gunicorn.log"
-    with run_gunicorn(built_model, log, workers=1) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,9 @@ column types: the saved model's output signature and the columns of ``predict``'
 _SLICE_SECONDS = 0.005
 """CPU-bound screening yields the event loop at least this often, so that other requests (and
 the LLM calls in flight) keep running beside a large one."""
+MAX_INTEGER_ID = 2**53 - 1
+"""A patient id sent as a JSON number is read as its digits up to here; past it a double (what
+many JSON clients use) no longer holds every integer, so the id may not be the one meant."""
 MAX_NAME_LENGTH = 200
 MAX_QUESTION_LENGTH = 2000
 _SPLIT = re.compile(r"[,;\n]")
@@ -131,7 +134,16 @@ def _parse_row(index: int, record: Any) -> Row:
     patient_id = record.get("patient_id")
     if isinstance(patient_id, bool) or _missing(patient_id):
         raise InvalidInputError(f"{where}.patient_id is required", field=f"{where}.patient_id")
+    if isinstance(patient_id, float) and patient_id.is_integer():
+        patient_id = int(patient_id)  # a whole number, as JSON Schema reads 2181.0 (and pandas
+        # stores an integer column that has a missing value)
     if isinstance(patient_id, int):
+        if abs(patient_id) > MAX_INTEGER_ID:
+            raise InvalidInputError(
+                f"{where}.patient_id is an integer past 2^53 - 1, where JSON numbers lose "
+                "digits (many clients read them as doubles): send the id as a string",
+                field=f"{where}.patient_id",
+            )
         patient_id = str(patient_id)
     if not isinstance(patient_id, str) or not patient_id.strip() or len(patient_id) > 128:
         raise InvalidInputError(
@@ -173,6 +185,13 @@ def _parse_medications(where: str, value: Any) -> list[str]:
             f"got {type(value).__name__}",
             field=field,
         )
+    items = list(items)
+    if len(items) > MAX_MEDICATIONS:  # blank entries count: the limit is on what was sent
+        raise LimitExceededError(
+            f"{field} lists {len(items)} entries; at most {MAX_MEDICATIONS} medications are "
+            "screened per row (a patient's list, not a catalogue)",
+            field=field,
+        )
     names: list[str] = []
     for i, item in enumerate(items):
         if not isinstance(item, str):
@@ -186,12 +205,6 @@ def _parse_medications(where: str, value: Any) -> list[str]:
             )
         if item.strip():
             names.append(item.strip())
-    if len(names) > MAX_MEDICATIONS:
-        raise LimitExceededError(
-            f"{field} lists {len(names)} medications; at most {MAX_MEDICATIONS} are screened per "
-            "row (a patient's list, not a catalogue)",
-            field=field,
-        )
     return names
 
 

@@ -88,7 +88,15 @@ class ScoringHandler:
                     return fast[0], self.check_params(fast[1])
             if mime == CSV:
                 return _read_csv(text), None
-            parsed = _mlflow.parse_json_data(text, self.model.metadata, self.input_schema)
+            try:
+                parsed = _mlflow.parse_json_data(text, self.model.metadata, self.input_schema)
+            except (TypeError, KeyError, IndexError, AttributeError) as exc:
+                # MLflow's parser fails this way only on a body it cannot take apart (a column
+                # named by an object, say): the body is at fault, not the server.
+                raise bad_request(
+                    "The body is not in a form of MLflow's scoring protocol "
+                    f"({type(exc).__name__}: {str(exc)[:200]})."
+                ) from None
         except RecursionError:
             raise bad_request("The JSON body is nested too deeply.") from None
         except ServingError:
@@ -297,12 +305,17 @@ def _records_without_pandas(
         columns, values = data.get("columns"), data.get("data")
         if not (isinstance(columns, list) and isinstance(values, list)):
             return None
+        for i, column in enumerate(columns):
+            if not isinstance(column, str):  # MLflow's parser drops or trips over it
+                raise unprocessable(
+                    f"dataframe_split.columns[{i}] must be a column name (a string), not "
+                    f"{json.dumps(column)[:50]}",
+                    f"dataframe_split.columns[{i}]",
+                )
         if not all(isinstance(v, list) and len(v) == len(columns) for v in values):
             return None
         return [dict(zip(columns, v, strict=True)) for v in values], params
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
-        if keys[0] == "instances" and len({type(r.get("medications")) for r in data}) != 1:
-            return None  # MLflow refuses mixed shapes here: let its parser say so
         return data, params
     if keys[0] in ("inputs", "instances") and isinstance(data, dict) and data:
         columns = list(data.values())

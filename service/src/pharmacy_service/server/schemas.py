@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MEDICATION_TEXT",
+    "NOT_BLANK",
     "Correction",
     "Duplicate",
     "ErrorBody",
@@ -22,10 +24,27 @@ __all__ = [
 ]
 
 
+NOT_BLANK = r"[^\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""A character that is not white space as Python's ``str.strip`` sees it, which is what the
+model checks (``patient_id.strip()``). Spelt out: ``\\S`` differs between the regex engines
+that read it (Rust's for pydantic, ECMA's for JSON Schema tools, Python's), on U+001C-U+001F
+(space to Python only) and U+FEFF (space to ECMA only)."""
+
+
+MEDICATION_TEXT = r"^[^,;\n]{0,200}([,;\n][^,;\n]{0,200}){0,49}$"
+"""Medications as one string: at most 50 entries separated by commas, semicolons or new lines,
+each at most 200 characters (what the model takes; blank entries are skipped)."""
+
+
 class PatientIn(BaseModel):
-    patient_id: str = Field(min_length=1, max_length=128, pattern=r"\S", examples=["p-001"])
+    # A misspelt field is refused, never dropped. Patterns are read by Python's re, as the
+    # model reads its input (Rust's engine, pydantic's default, cannot compile MEDICATION_TEXT).
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    patient_id: str = Field(min_length=1, max_length=128, pattern=NOT_BLANK, examples=["p-001"])
     medications: (
-        Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=50)] | str
+        Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=50)]
+        | Annotated[str, Field(pattern=MEDICATION_TEXT)]
     ) = Field(
         description="Names (at most 50), or one comma-separated string",
         examples=[["Coumadin", "Advil"]],
@@ -34,6 +53,8 @@ class PatientIn(BaseModel):
 
 
 class ScreenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     patients: list[PatientIn] = Field(min_length=1, max_length=1000)
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from ...model.pipeline import Slices
+from ...model.pipeline import MAX_INTEGER_ID, Slices
+from ..schemas import MEDICATION_TEXT, NOT_BLANK
 from .body import read_body
 from .dependencies import Scorer, State, authorize
 
@@ -19,90 +20,113 @@ __all__ = ["router"]
 router = APIRouter(tags=["mlflow"], dependencies=[Depends(authorize)])
 
 
+_PATIENT_ID = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NOT_BLANK},
+        # An integer is read as its digits, within what a double holds exactly.
+        {"type": "integer", "minimum": -MAX_INTEGER_ID, "maximum": MAX_INTEGER_ID},
+    ]
+}
+_MEDICATIONS = {
+    "description": "at most 50 medication strings: a list, or one string separated by commas, "
+    "semicolons or new lines; each at most 200 characters (blank entries are skipped)",
+    "anyOf": [
+        {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 50},
+        {"type": "string", "pattern": MEDICATION_TEXT},
+    ],
+}
+_QUESTION = {"type": ["string", "null"], "maxLength": 2000}
 _ROW = {
     "type": "object",
     "required": ["patient_id", "medications"],
     "properties": {
-        "patient_id": {
-            "anyOf": [
-                {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"\S"},
-                {"type": "integer"},
-            ]
-        },
-        "medications": {
-            "description": "a list of medication strings, or one string separated by commas",
-            "anyOf": [
-                {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 50},
-                {"type": "string"},
-            ],
-        },
-        "question": {"type": ["string", "null"], "maxLength": 2000},
+        "patient_id": _PATIENT_ID,
+        "medications": _MEDICATIONS,
+        "question": _QUESTION,
     },
+    "additionalProperties": False,
 }
+_ROWS = {"type": "array", "items": _ROW, "minItems": 1, "maxItems": 1000}
 _PARAMS = {
     "type": ["object", "null"],
-    "properties": {"timeout": {"type": ["number", "null"], "minimum": 0, "description": "seconds"}},
+    "properties": {
+        "timeout": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "exclusiveMaximum": 1e9,
+            "description": "seconds (0: the server's limit)",
+        }
+    },
 }
+
+
+def _split(columns: list[str], values: list[Any]) -> dict[str, Any]:
+    """``dataframe_split`` with these columns in this order: every row has one value per
+    column (JSON Schema can say so only for a fixed list of columns, hence one form each)."""
+    return {
+        "type": "object",
+        "required": ["columns", "data"],
+        "properties": {
+            "columns": {
+                "type": "array",
+                "prefixItems": [{"const": name} for name in columns],
+                "items": False,
+                "minItems": len(columns),
+            },
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "prefixItems": values,
+                    "items": False,
+                    "minItems": len(columns),
+                },
+                "minItems": 1,
+                "maxItems": 1000,
+            },
+        },
+        "additionalProperties": False,
+    }
+
+
+def _form(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: schema, "params": _PARAMS},
+        "additionalProperties": False,
+    }
+
+
 _INVOCATIONS_BODY = {
     "requestBody": {
         "required": True,
+        "description": "One of MLflow's four JSON forms, or CSV. Described here: "
+        "`dataframe_split` with its columns in the order patient_id, medications[, question] "
+        "and `inputs` as a list of rows; the server also takes the columns in any order, no "
+        'index, and `inputs` as columns of equal length (`{"patient_id": [...], ...}`), '
+        "which JSON Schema cannot describe.",
         "content": {
             "application/json": {
                 "schema": {
                     "oneOf": [
-                        {
-                            "type": "object",
-                            "required": ["dataframe_records"],
-                            "properties": {
-                                "dataframe_records": {
-                                    "type": "array",
-                                    "items": _ROW,
-                                    "minItems": 1,
-                                    "maxItems": 1000,
-                                },
-                                "params": _PARAMS,
+                        _form("dataframe_records", _ROWS),
+                        _form(
+                            "dataframe_split",
+                            {
+                                "oneOf": [
+                                    _split(
+                                        ["patient_id", "medications"], [_PATIENT_ID, _MEDICATIONS]
+                                    ),
+                                    _split(
+                                        ["patient_id", "medications", "question"],
+                                        [_PATIENT_ID, _MEDICATIONS, _QUESTION],
+                                    ),
+                                ]
                             },
-                            "additionalProperties": False,
-                        },
-                        {
-                            "type": "object",
-                            "required": ["dataframe_split"],
-                            "properties": {
-                                "dataframe_split": {
-                                    "type": "object",
-                                    "required": ["columns", "data"],
-                                    "properties": {
-                                        "columns": {"type": "array", "items": {"type": "string"}},
-                                        "data": {"type": "array", "items": {"type": "array"}},
-                                        "index": {"type": "array"},
-                                    },
-                                    "additionalProperties": False,
-                                },
-                                "params": _PARAMS,
-                            },
-                            "additionalProperties": False,
-                        },
-                        {
-                            "type": "object",
-                            "required": ["instances"],
-                            "properties": {
-                                "instances": {"type": "array", "items": _ROW, "minItems": 1},
-                                "params": _PARAMS,
-                            },
-                            "additionalProperties": False,
-                        },
-                        {
-                            "type": "object",
-                            "required": ["inputs"],
-                            "properties": {
-                                "inputs": {
-                                    "type": "object",
-                                    "description": "columns: each a list, one value per row",
-                                },
-                                "params": _PARAMS,
-                            },
-                            "additionalProperties": False,
-                        },
+                        ),
+                        _form("instances", _ROWS),
+                        _form("inputs", _ROWS),
                     ]
                 },
                 "example": {

@@ -145,6 +145,8 @@ def decode_request(
             f"parameters.content_type {content_type!r} is not supported: this model takes "
             "a table ('pd'), one input per column."
         )
+    if not isinstance(parameters.get("binary_data_output", False), bool):
+        raise V2Error("parameters.binary_data_output must be true or false.")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise V2Error("'inputs' must be a non-empty list of tensors, one per column.")

@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from ....model.pipeline import OUTPUT_COLUMNS
 from ...errors import ServingError
 from ...lifecycle import ModelIdentity, ServerState
+from ...schemas import MEDICATION_TEXT, NOT_BLANK
 from ..body import read_body
 from ..dependencies import Scorer, State, authorize
 from ..health import readiness_problems
@@ -148,9 +150,40 @@ async def infer(
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
 
+def _tensor(name: str, element: dict[str, Any], *, as_text: bool = False) -> dict[str, Any]:
+    """One input as the model takes it: BYTES, one row (shape ``[1]`` or ``[1, 1]``); with
+    ``as_text`` its content type must say ``str`` (the metadata declares ``pd_json``)."""
+    content_type: dict[str, Any] = {
+        "type": "object",
+        "properties": {"content_type": {"const": "str"}},
+    }
+    required = ["name", "shape", "datatype", "data"]
+    if as_text:
+        content_type["required"] = ["content_type"]
+        required.append("parameters")
+    return {
+        "type": "object",
+        "required": required,
+        "properties": {
+            "name": {"const": name},
+            "shape": {"enum": [[1], [1, 1]]},
+            "datatype": {"const": "BYTES"},
+            "parameters": content_type,
+            "data": {"type": "array", "items": element, "minItems": 1, "maxItems": 1},
+        },
+    }
+
+
 _INFER_BODY = {
     "requestBody": {
         "required": True,
+        "description": "One input per column (patient_id, medications, optional question). "
+        "Described here: one row, medications as comma-separated text (content_type str). The "
+        "server also takes N rows (shape [N] or [N, 1] with N elements), medications as a JSON "
+        "list per row (content_type pd_json, what the metadata declares), the inputs in any "
+        "order, and the binary tensor data extension (an Inference-Header-Content-Length "
+        "header: that many bytes of JSON, then the binary tensors); JSON Schema cannot describe "
+        "those.",
         "content": {
             "application/json": {
                 "schema": {
@@ -158,21 +191,37 @@ _INFER_BODY = {
                     "required": ["inputs"],
                     "properties": {
                         "id": {"type": "string"},
-                        "parameters": {"type": "object"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {
+                                "content_type": {"const": "pd"},
+                                "timeout": {
+                                    "type": "number",
+                                    "minimum": 0,
+                                    "description": "microseconds, as tritonclient's "
+                                    "infer(timeout=); shortens the server's deadline",
+                                },
+                                "binary_data_output": {"type": "boolean"},
+                            },
+                        },
                         "inputs": {
                             "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "required": ["name", "shape", "datatype", "data"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "datatype": {"type": "string"},
-                                    "parameters": {"type": "object"},
-                                    "data": {"type": "array"},
-                                },
-                            },
+                            "prefixItems": [
+                                _tensor(
+                                    "patient_id",
+                                    {"type": "string", "maxLength": 128, "pattern": NOT_BLANK},
+                                ),
+                                _tensor(
+                                    "medications",
+                                    {"type": "string", "pattern": MEDICATION_TEXT},
+                                    as_text=True,
+                                ),
+                                _tensor(
+                                    "question", {"type": "string", "maxLength": 2000}, as_text=True
+                                ),
+                            ],
+                            "items": False,
+                            "minItems": 2,
                         },
                         "outputs": {
                             "type": "array",
@@ -180,8 +229,11 @@ _INFER_BODY = {
                                 "type": "object",
                                 "required": ["name"],
                                 "properties": {
-                                    "name": {"type": "string"},
-                                    "parameters": {"type": "object"},
+                                    "name": {"enum": [name for name, _ in OUTPUT_COLUMNS]},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {"binary_data": {"type": "boolean"}},
+                                    },
                                 },
                             },
                         },
@@ -195,18 +247,25 @@ _INFER_BODY = {
                             "name": "medications",
                             "shape": [1],
                             "datatype": "BYTES",
-                            "data": ['["warfarin 5 mg", "Advil 400 mg"]'],
+                            "parameters": {"content_type": "str"},
+                            "data": ["warfarin 5 mg, Advil 400 mg"],
                         },
                     ],
                 },
             },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "The binary tensor data extension: a JSON header of "
-                "Inference-Header-Content-Length bytes, then the binary inputs",
-            },
         },
     }
+}
+
+
+_INFER_ANSWER = {
+    "description": "The outputs: JSON, or with binary outputs asked for (binary_data, "
+    "binary_data_output) a JSON header of Inference-Header-Content-Length bytes, then the "
+    "binary tensors",
+    "content": {
+        "application/json": {"schema": {"type": "object"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
 }
 
 
@@ -233,4 +292,5 @@ for _path, _summary in (
         summary=_summary,
         dependencies=[Depends(authorize)],
         openapi_extra=_INFER_BODY,
+        responses={200: _INFER_ANSWER},
     )
