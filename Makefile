@@ -22,6 +22,10 @@ serve: install  ## build the model on first run, then serve it on 127.0.0.1:8080
 test: install  ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: sdk-matrix
+sdk-matrix:  ## tests/sdk on Python 3.11, 3.12, 3.13 and with the lowest tenacity allowed, a venv each (~2.5 min, ~1 min once they exist)
+	scripts/sdk_matrix.sh $(SDK_MATRIX)
+
 lint: install  ## ruff (lint + format check) and mypy --strict on both packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

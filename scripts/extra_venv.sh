@@ -5,17 +5,20 @@
 #
 #   scripts/extra_venv.sh kserve-client   # kserve SDK, tritonclient[http]: tests/service/test_v2_clients.py
 #   scripts/extra_venv.sh mlserver        # MLServer + mlserver-mlflow, then our two packages
+#   VENV=.venv-sdk-py312 PYTHON=python3.12 scripts/extra_venv.sh sdk-test   # tests/sdk, then the SDK
 #
 # Idempotent: the venv is re-created only when its stamp is missing or older than the lock file.
 # A lock with hashes (pip-compile --generate-hashes) is installed with --require-hashes. For
 # mlserver, modelhub_sdk and service are then installed from this tree with --no-deps (the lock
-# holds their dependencies), again whenever a file of theirs is newer than their stamp.
-# PYTHON picks the interpreter (default python3.11; MLServer 1.7 needs < 3.13).
+# holds their dependencies), for sdk-test and sdk-test-lowest modelhub_sdk alone, again whenever
+# a file of theirs is newer than their stamp.
+# PYTHON picks the interpreter (default python3.11; MLServer 1.7 needs < 3.13); VENV the venv's
+# folder (default .venv-<name>), for one lock in several venvs (scripts/sdk_matrix.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/extra_venv.sh <name> (installs requirements/<name>.txt into .venv-<name>)}
 requirements="requirements/$name.txt"
-venv=".venv-$name"
+venv=${VENV:-.venv-$name}
 stamp="$venv/.installed"
 python=${PYTHON:-python3.11}
 pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
@@ -42,12 +45,21 @@ if [[ ! -f $stamp || $requirements -nt $stamp || ! -x $venv/bin/python ]]; then
   touch "$stamp"
 fi
 
-if [[ $name == mlserver ]]; then
+case $name in
+  mlserver) local_packages=(modelhub_sdk service) ;;
+  sdk-test | sdk-test-lowest) local_packages=(modelhub_sdk) ;;
+  *) local_packages=() ;;
+esac
+if ((${#local_packages[@]})); then
   local_stamp="$venv/.installed-local"
-  local_sources=(modelhub_sdk/pyproject.toml modelhub_sdk/src service/pyproject.toml service/src)
+  local_sources=()
+  for package in "${local_packages[@]}"; do
+    local_sources+=("$package/pyproject.toml" "$package/src")
+  done
   if [[ ! -f $local_stamp || $stamp -nt $local_stamp ]] ||
-    [[ -n $(find "${local_sources[@]}" -newer "$local_stamp" -print -quit) ]]; then
-    "${pip[@]}" install --no-deps --force-reinstall ./modelhub_sdk ./service >&2
+    [[ -n $(find "${local_sources[@]}" -newer "$local_stamp" -not -path '*/__pycache__/*' \
+      -not -path '*.egg-info/*' -print -quit) ]]; then
+    "${pip[@]}" install --no-deps --force-reinstall "${local_packages[@]/#/./}" >&2
     touch "$local_stamp"
   fi
 fi

@@ -51,3 +51,13 @@ def test_the_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("modelhub").joinpath("py.typed").is_file()
+
+
+def test_the_python_running_the_suite_is_one_the_classifiers_name() -> None:
+    """The classifiers say which Pythons are tested: each one make sdk-matrix runs is named."""
+    import sys
+    from importlib.metadata import metadata
+
+    classifiers = metadata("modelhub-sdk").get_all("Classifier") or []
+    running = f"Programming Language :: Python :: {sys.version_info.major}.{sys.version_info.minor}"
+    assert running in classifiers
