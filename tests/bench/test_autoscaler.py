@@ -5,7 +5,6 @@ examples of the Kubernetes documentation (Horizontal Pod Autoscaling: "Algorithm
 from __future__ import annotations
 
 import pytest
-
 from bench.autoscaler import Behavior, Policy, Scaler, desired_replicas
 
 
