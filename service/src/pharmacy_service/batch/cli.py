@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["EXIT_FALLBACKS", "EXIT_USAGE", "Summary", "main", "prepare", "run"]
+__all__ = ["EXIT_FALLBACKS", "EXIT_USAGE", "Summary", "execute", "main", "parser", "prepare", "run"]
 
 logger = logging.getLogger("pharmacy_service.batch")
 
@@ -221,11 +221,14 @@ def run(
     if fs.exists(path) and not overwrite:
         raise FileExistsError(f"{output} exists: pass --overwrite to replace it")
     frame = read_input(spark, source, input_fmt)
+    cores = spark.sparkContext.defaultParallelism
+    if frame.rdd.getNumPartitions() < cores:  # a small file is one partition: use every core
+        frame = frame.repartition(cores)
     write(screened(spark, frame, model_uri, batch_rows), spark, output, output_fmt, overwrite)
     return summarise(spark, output, output_fmt)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pharmacy-batch",
         description="Screen patients' medication lists on Apache Spark with the pharmacy model.",
@@ -270,8 +273,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pharmacy-batch: %(message)s")
+    # The progress of each stage on the console; Spark's own log lines from WARN up.
+    spark = local_session(args.master, conf={"spark.ui.showConsoleProgress": "true"})
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        return execute(args, spark)
+    finally:
+        spark.stop()
+
+
+def execute(args: argparse.Namespace, spark: SparkSession) -> int:
+    """The command on a session: its exit status."""
     if not 0.0 <= args.max_fallback_share <= 1.0:
         logger.error("--max-fallback-share must be from 0 to 1")
         return EXIT_USAGE
@@ -279,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("--batch-rows must be from 1 to %d", MAX_ROWS)
         return EXIT_USAGE
     threshold = 0.0 if args.strict else args.max_fallback_share
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pharmacy-batch-model-") as scratch:
         model_uri = args.model
         if model_uri is None:
@@ -286,12 +301,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             model_uri = build(Path(scratch) / "model")
             logger.info("built the bundled model into %s", model_uri)
-        spark = local_session(
-            args.master,
-            conf={"spark.ui.showConsoleProgress": "true"},  # the progress of each stage
-        )
-        spark.sparkContext.setLogLevel("WARN")
-        started = time.monotonic()
         try:
             summary = run(
                 spark,
@@ -309,8 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - Spark's errors are many; the output is absent
             logger.error("the job failed; %s was not written: %s", args.output, exc)
             return EXIT_FAILED
-        finally:
-            spark.stop()
     logger.info(
         "%d rows written to %s in %.1f s: %d with an error; notes: %s",
         summary.rows,
