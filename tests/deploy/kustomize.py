@@ -108,8 +108,9 @@ promtool = prometheus_tool
 @cache
 def crd_schema(kind: str) -> dict[str, Any]:
     """The openAPIV3Schema of the CRD that defines ``kind`` (from the CRDs copied unchanged
-    into tests/deploy/crds: Argo Rollouts and the Prometheus Operator)."""
-    for path in sorted(CRDS.glob("*.yaml")):
+    into tests/deploy/crds: Argo Rollouts and the Prometheus Operator, and KEDA's in keda/;
+    KServe's, in kserve/, are read by test_kserve.py)."""
+    for path in sorted(CRDS.glob("*.yaml")) + sorted(CRDS.glob("keda/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if (
                 doc

@@ -23,6 +23,13 @@ import yaml
 
 from pharmacy_service.server.app import create_app
 from pharmacy_service.server.settings import ServerSettings, Settings
+from tests.deploy.capacity import (
+    TARGET_SHARE,
+    admission_limit,
+    concurrency_bound,
+    derivation,
+    llm_connections,
+)
 from tests.deploy.kustomize import CRDS, K8S, ROOT, of_kind, one, rendered, run
 from tests.deploy.test_manifests import dockerfile_expose, strict
 
@@ -428,29 +435,32 @@ def test_serverless_mode_runs_a_canary_and_aggregates_metrics() -> None:
         assert field not in predictor
 
 
-def _derivation(line: str) -> list[int]:
-    """The numbers of one derivation line of the Serverless InferenceService's comment."""
-    source = (K8S / PATH / "inferenceservice-serverless.yaml").read_text()
-    (found,) = re.findall(rf"^ *# +{line} = .*$", source, flags=re.MULTILINE)
-    return [int(n) for n in re.findall(r"\d+", found.split("=", 1)[1])]
-
-
-def test_concurrency_target_is_what_the_comment_derives_from_the_admission_limit() -> None:
+def test_concurrency_target_is_what_the_comment_derives_from_the_settings() -> None:
+    """Knative aims at target x utilization per pod: the KEDA component's in-flight target,
+    both 70% of what a pod holds before its requests wait (tests/deploy/capacity.py)."""
     isvc = inference_services()[KNATIVE]
     env = predictor_env(isvc)
-    workers = int(env["WEB_CONCURRENCY"])
-    threads = int(env["PHARMACY_PREDICT_THREADS"])
-    queue = int(env["PHARMACY_MAX_QUEUE"])
-    limit = workers * Settings(predict_threads=threads, max_queue=queue).capacity  # per worker
-    target = workers * threads
+    limit, bound = admission_limit(env), concurrency_bound(env)
     annotations = isvc["metadata"]["annotations"]
+    target = int(annotations["autoscaling.knative.dev/target"])
+    utilization = int(annotations["autoscaling.knative.dev/target-utilization-percentage"])
     assert annotations["autoscaling.knative.dev/metric"] == "concurrency"
-    assert int(annotations["autoscaling.knative.dev/target"]) == target
-    assert 0 < int(annotations["autoscaling.knative.dev/target-utilization-percentage"]) <= 100
+    assert target == bound
+    assert utilization == round(TARGET_SHARE * 100)
+    aimed = target * utilization // 100
+    keda = one("overlays/prod", "ScaledObject")["spec"]["triggers"]
+    (in_flight,) = [t for t in keda if t["name"] == "in-flight"]
+    assert aimed == int(in_flight["metadata"]["threshold"]) == 140
     # the comment's arithmetic, with the values the pods really get
-    assert _derivation("admission limit") == [workers, threads, queue, limit]
-    assert _derivation("target") == [workers, threads, target]
-    assert target < limit
+    source = K8S / PATH / "inferenceservice-serverless.yaml"
+    workers, threads, queue = (
+        int(env[k]) for k in ("WEB_CONCURRENCY", "PHARMACY_PREDICT_THREADS", "PHARMACY_MAX_QUEUE")
+    )
+    assert derivation(source, "admission limit") == [workers, threads, queue, limit]
+    connections = llm_connections(env)
+    assert derivation(source, "bound") == [workers, threads, queue, connections, bound]
+    assert derivation(source, "target") == [target, utilization, aimed]
+    assert aimed < bound < limit
 
 
 def test_labels_keep_the_base_network_policy_off_the_predictor_pods() -> None:

@@ -37,7 +37,8 @@ from tests.deploy.kustomize import (
 
 OVERLAYS = ["dev", "prod", "canary"]
 BIN = Path(sys.executable).parent
-CUSTOM_GROUPS = ("monitoring.coreos.com", "argoproj.io")
+CUSTOM_GROUPS = ("monitoring.coreos.com", "argoproj.io", "keda.sh")
+AUTOSCALERS = ("HorizontalPodAutoscaler", "ScaledObject")
 
 
 def server(overlay: str) -> dict[str, Any]:
@@ -80,7 +81,6 @@ def test_overlay_core_resources_validate_strictly(overlay: str, tmp_path: Path) 
         "Service",
         "ServiceAccount",
         "ConfigMap",
-        "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
     }
@@ -96,40 +96,60 @@ def test_overlay_core_resources_validate_strictly(overlay: str, tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def autoscalers(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The HPAs and KEDA ScaledObjects: each names its workload in spec.scaleTargetRef."""
+    return [d for d in docs if d["kind"] in AUTOSCALERS]
+
+
 @pytest.mark.parametrize("path", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
-def test_an_hpa_alone_owns_the_replica_count(path: str) -> None:
+def test_one_autoscaler_alone_owns_the_replica_count(path: str) -> None:
     """``kubectl apply -k`` would reset a workload's ``replicas`` on every deploy, scaling a
-    busy service down to the committed count; where an HPA scales a Deployment or a Rollout,
-    only the HPA's minReplicas (the floor) and maxReplicas say how many pods run."""
+    busy service down to the committed count; where an HPA or a ScaledObject scales a
+    Deployment or a Rollout, only its floor and ceiling say how many pods run. Exactly one of
+    them per workload: KEDA builds an HPA of its own from a ScaledObject, and two HPAs on one
+    workload fight over its replica count."""
     docs = rendered(path)
     workloads = {
         (d["apiVersion"], d["kind"], d["metadata"]["name"]): d
         for d in of_kind(docs, "Deployment") + of_kind(docs, "Rollout")
     }
-    targets = [h["spec"]["scaleTargetRef"] for h in of_kind(docs, "HorizontalPodAutoscaler")]
-    assert "pharmacy-model" in {t["name"] for t in targets}
+    targets = [tuple(a["spec"]["scaleTargetRef"].values()) for a in autoscalers(docs)]
+    for a in autoscalers(docs):
+        assert list(a["spec"]["scaleTargetRef"]) == ["apiVersion", "kind", "name"], a["kind"]
+    server_ = [key for key in workloads if key[2] == "pharmacy-model"]
+    assert len(server_) == 1
+    assert targets.count(server_[0]) == 1, targets
+    assert len(set(targets)) == len(targets), targets
     for target in targets:
-        workload = workloads[target["apiVersion"], target["kind"], target["name"]]
-        assert "replicas" not in workload["spec"], target
+        assert "replicas" not in workloads[target]["spec"], target
 
 
 @pytest.mark.parametrize(
-    ("overlay", "kind", "floor", "ceiling"),
-    [("dev", "Deployment", 1, 2), ("prod", "Deployment", 3, 12), ("canary", "Rollout", 3, 12)],
+    ("overlay", "autoscaler", "kind", "floor", "ceiling"),
+    [
+        ("dev", "HorizontalPodAutoscaler", "Deployment", 1, 2),
+        ("prod", "ScaledObject", "Deployment", 3, 12),
+        ("canary", "ScaledObject", "Rollout", 3, 12),
+    ],
 )
-def test_hpa_targets_the_workload_with_its_bounds(
-    overlay: str, kind: str, floor: int, ceiling: int
+def test_autoscaler_targets_the_workload_with_its_bounds(
+    overlay: str, autoscaler: str, kind: str, floor: int, ceiling: int
 ) -> None:
-    (hpa,) = of_kind(rendered(f"overlays/{overlay}"), "HorizontalPodAutoscaler")
-    assert hpa["apiVersion"] == "autoscaling/v2"
+    (found,) = autoscalers(rendered(f"overlays/{overlay}"))
+    assert found["kind"] == autoscaler
     workload = server(overlay)
     assert workload["kind"] == kind
-    assert hpa["spec"]["scaleTargetRef"] == {
+    assert found["spec"]["scaleTargetRef"] == {
         "apiVersion": workload["apiVersion"],
         "kind": kind,
         "name": "pharmacy-model",
     }
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (floor, ceiling)
+    spec = found["spec"]
+    if autoscaler == "HorizontalPodAutoscaler":
+        assert found["apiVersion"] == "autoscaling/v2"
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (floor, ceiling)
+    else:
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (floor, ceiling)
 
 
 def test_dev_points_the_gemini_backend_at_the_stub_deployed_alongside() -> None:
@@ -275,7 +295,8 @@ def exported_metric_names() -> set[str]:
 
 
 def rules() -> list[dict[str, Any]]:
-    return [r for group in rule_groups() for r in group["rules"]]
+    """The alerting rules (the recording rules are tested in test_alert_rules.py)."""
+    return [r for group in rule_groups() for r in group["rules"] if "alert" in r]
 
 
 def metric_names(promql: str) -> set[str]:
@@ -285,10 +306,11 @@ def metric_names(promql: str) -> set[str]:
 def test_alerts_name_metrics_the_server_exports() -> None:
     exported = exported_metric_names()
     assert "modelhub_executor_retries_total" in exported
-    for rule in rules():
+    for rule in [r for group in rule_groups() for r in group["rules"]]:  # records too
+        name = rule.get("alert") or rule["record"]
         named = metric_names(rule["expr"])
-        assert named, rule["alert"]
-        assert named <= exported, (rule["alert"], named - exported)
+        assert named, name
+        assert named <= exported, (name, named - exported)
 
 
 def test_alerts_cover_the_loop_errors_with_summaries_and_runbooks() -> None:
@@ -373,8 +395,10 @@ def crd_errors(doc: dict[str, Any]) -> list[str]:
         ("canary", "AnalysisTemplate"),
         ("canary", "ServiceMonitor"),
         ("canary", "PrometheusRule"),
+        ("canary", "ScaledObject"),
         ("prod", "ServiceMonitor"),
         ("prod", "PrometheusRule"),
+        ("prod", "ScaledObject"),
     ],
 )
 def test_custom_resources_validate_against_their_crds(overlay: str, kind: str) -> None:
@@ -389,6 +413,16 @@ def test_crd_validation_refuses_a_misspelt_field_and_a_wrong_type() -> None:
     errors = crd_errors(rollout)
     assert any("durration" in e for e in errors), errors
     assert any(e.startswith("spec/minReadySeconds") for e in errors), errors
+    scaled = copy.deepcopy(one("overlays/prod", "ScaledObject"))
+    scaled["spec"]["pollingIntervall"] = 15
+    scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"][
+        "stabilisationWindowSeconds"
+    ] = 0
+    scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 140  # KEDA's metadata: strings
+    errors = crd_errors(scaled)
+    assert any("pollingIntervall" in e for e in errors), errors
+    assert any("stabilisationWindowSeconds" in e for e in errors), errors
+    assert any(e.startswith("spec/triggers/0/metadata/threshold") for e in errors), errors
 
 
 # -- the canary (Argo Rollouts) ---------------------------------------------------------------
