@@ -137,13 +137,16 @@ def test_in_flight_target_is_derived_from_the_configmap() -> None:
 
 
 def test_shed_and_cpu_triggers() -> None:
-    """Any sustained shedding adds pods (1 shed request per second per pod); CPU as the
-    base's HPA, so a CPU-bound load still scales (the HPA takes the highest count)."""
+    """Shedding asks for one pod more than there are (its value is pods + 1, or 0, against a
+    target of 1 per pod); CPU as the base's HPA, so a CPU-bound load still scales (the HPA
+    takes the highest count)."""
     by_name = triggers()
     assert set(by_name) == {"in-flight", "shed", "cpu"}
     shed = by_name["shed"]
     assert (shed["type"], shed["metricType"]) == ("prometheus", "AverageValue")
     assert float(shed["metadata"]["threshold"]) == 1
+    assert "> bool" in shed["metadata"]["query"]
+    assert "count(pharmacy_http_requests_in_flight" in shed["metadata"]["query"]
     cpu = by_name["cpu"]
     (metric,) = base_hpa()["metrics"]
     assert (cpu["type"], cpu["metricType"]) == (metric["resource"]["name"], "Utilization")
@@ -206,7 +209,7 @@ def test_queries_read_this_workloads_series_from_the_clusters_prometheus() -> No
         for selector in selectors:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', selector))
             assert labels == {"namespace": readme_namespace(), "service": service}
-        assert meta["query"].startswith("sum(")  # one number: KEDA refuses several series
+        assert meta["query"].startswith(("sum(", "(count("))  # one number: KEDA refuses several
         assert meta["ignoreNullValues"] == "false"
         assert meta["serverAddress"] == address
 
@@ -269,8 +272,8 @@ def test_promtool_evaluates_the_queries_on_this_workloads_series_only(tmp_path: 
                     {
                         "expr": "keda:shed",
                         "eval_time": "2m",
-                        # 2 per 15 s: 0.1333/s in this pod
-                        "exp_samples": [{"labels": "keda:shed", "value": 2 / 15}],
+                        # 2 per 15 s (0.133/s > 0.1) in pod a: one pod more than the 2 there are
+                        "exp_samples": [{"labels": "keda:shed", "value": 3}],
                     },
                 ],
             }
