@@ -13,7 +13,8 @@ from pharmacy_service.batch.spark import result_type
 from pharmacy_service.model.pipeline import OUTPUT_COLUMNS
 
 # Rows that fill every nested list: interactions, a misspelling, a drug not covered, a local
-# route, a duplicate, an ambiguous name, a name that is no drug, a combination product.
+# route, a duplicate, an ambiguous name, a name that is no drug, a combination product, a
+# concentration (strength per a quantity).
 ROWS = [
     {"patient_id": "p1", "medications": ["Coumadin 5 mg PO nightly", "Advil 400 mg q6h prn"]},
     {"patient_id": "p2", "medications": ["warfarn", "simvastatn 20mg qhs", "Biaxin"]},
@@ -25,6 +26,7 @@ ROWS = [
             "albuterol HFA 2 puffs",
             "ibuprofen 400 mg take with food",
             "Bactrim DS",
+            "amoxicillin 250 mg/5 mL susp",
         ],
     },
     {"patient_id": "p4", "medications": ["Norco 5/325", "Tylenol #3", "sertraline", "tramadol"]},

@@ -57,6 +57,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         {
             "name": "Tylenol with codeine #3",
             "dose": "1 tablet",
+            "dose_count": 1.0,
             "form": "tablet",
             "frequency": "every 4 hours",
             "as_needed": True,
@@ -81,6 +82,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "route": "ophthalmic",
             "frequency": "three times daily",
             "dose": "1 drops",
+            "dose_count": 1.0,
         },
     ),
     (
@@ -93,6 +95,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "name": "fentanyl",
             "strength": "25",
             "unit": "mcg/hr",
+            "strength_per": "1 hr",
+            "strength_type": "rate",
             "form": "patch",
             "route": "transdermal",
         },
@@ -132,6 +136,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "name": "Bactrim",
             "modifier": "double strength",
             "dose": "1 tablet",
+            "dose_count": 1.0,
             "form": "tablet",
             "frequency": "twice daily",
             "sig": "x 7 days",
@@ -195,6 +200,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "form": "inhaler",
             "route": "inhaled",
             "dose": "2 puffs",
+            "dose_count": 2.0,
             "frequency": "every 4 hours",
             "as_needed": True,
         },
@@ -211,6 +217,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "strength": "0.75",
             "unit": "%",
             "dose": "1 applicator",
+            "dose_count": 1.0,
             "route": "vaginal",
             "frequency": "at bedtime",
         },
@@ -237,7 +244,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         {
             "name": "enoxaparin",
             "strength": "40",
-            "unit": "mg/0.4",
+            "unit": "mg/0.4 mL",
+            "strength_per": "0.4 mL",
+            "strength_type": "concentration",
             "route": "subcutaneous",
             "frequency": "daily",
         },
@@ -250,11 +259,269 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "strength": "10",
             "unit": "mg",
             "dose": "2 tablet",
+            "dose_count": 2.0,
             "form": "tablet",
             "frequency": "daily",
             "sig": "take",
         },
     ),
+    # concentrations and rates: the strength per a quantity
+    (
+        "amoxicillin 250 mg/5 mL susp",
+        {
+            "name": "amoxicillin",
+            "strength": "250",
+            "unit": "mg/5 mL",
+            "strength_per": "5 mL",
+            "strength_type": "concentration",
+            "form": "suspension",
+        },
+    ),
+    (
+        "cefdinir 125mg/5ml",
+        {
+            "name": "cefdinir",
+            "strength": "125",
+            "unit": "mg/5 mL",
+            "strength_per": "5 mL",
+            "strength_type": "concentration",
+        },
+    ),
+    (
+        "amoxicillin 400 mg / 5 mL bid",
+        {
+            "name": "amoxicillin",
+            "strength": "400",
+            "unit": "mg/5 mL",
+            "strength_per": "5 mL",
+            "strength_type": "concentration",
+            "frequency": "twice daily",
+        },
+    ),
+    (
+        "acetaminophen 160 mg per 5 mL",
+        {
+            "name": "acetaminophen",
+            "strength": "160",
+            "unit": "mg/5 mL",
+            "strength_per": "5 mL",
+            "strength_type": "concentration",
+        },
+    ),
+    (
+        "insulin lispro 100 units/mL",
+        {
+            "name": "insulin lispro",
+            "strength": "100",
+            "unit": "units/mL",
+            "strength_per": "1 mL",
+            "strength_type": "concentration",
+        },
+    ),
+    (
+        "selegiline transdermal 6 mg/24 hr patch daily",
+        {
+            "name": "selegiline",
+            "strength": "6",
+            "unit": "mg/24 hr",
+            "strength_per": "24 hr",
+            "strength_type": "rate",
+            "form": "patch",
+            "route": "transdermal",
+            "frequency": "daily",
+        },
+    ),
+    (
+        "clonidine 0.1mg/24hr patch weekly",
+        {
+            "name": "clonidine",
+            "strength": "0.1",
+            "unit": "mg/24 hr",
+            "strength_per": "24 hr",
+            "strength_type": "rate",
+            "form": "patch",
+            "route": "transdermal",
+            "frequency": "weekly",
+        },
+    ),
+    (
+        "nitroglycerin 0.1 mg/hr patch",
+        {
+            "name": "nitroglycerin",
+            "strength": "0.1",
+            "unit": "mg/hr",
+            "strength_per": "1 hr",
+            "strength_type": "rate",
+            "form": "patch",
+            "route": "transdermal",
+        },
+    ),
+    (
+        "irinotecan 125 mg/m2 IV weekly",
+        {
+            "name": "irinotecan",
+            "strength": "125",
+            "unit": "mg/m2",
+            "strength_per": "1 m2",
+            "strength_type": "per body surface area",
+            "route": "intravenous",
+            "frequency": "weekly",
+        },
+    ),
+    # Latin and fractional counts; "iv" is a count only before a dose form or another route
+    (
+        "lisinopril 10 mg i po qd",
+        {
+            "name": "lisinopril",
+            "strength": "10",
+            "unit": "mg",
+            "dose": "1",
+            "dose_count": 1.0,
+            "route": "oral",
+            "frequency": "daily",
+        },
+    ),
+    (
+        "metoprolol 25 mg ii tabs bid",
+        {
+            "name": "metoprolol",
+            "strength": "25",
+            "unit": "mg",
+            "dose": "2 tablet",
+            "dose_count": 2.0,
+            "form": "tablet",
+            "frequency": "twice daily",
+        },
+    ),
+    (
+        "docusate 100 mg iii caps qhs",
+        {
+            "name": "docusate",
+            "strength": "100",
+            "unit": "mg",
+            "dose": "3 capsule",
+            "dose_count": 3.0,
+            "form": "capsule",
+            "frequency": "at bedtime",
+        },
+    ),
+    (
+        "prednisone 5 mg iv tabs po daily",
+        {
+            "name": "prednisone",
+            "strength": "5",
+            "unit": "mg",
+            "dose": "4 tablet",
+            "dose_count": 4.0,
+            "form": "tablet",
+            "route": "oral",
+            "frequency": "daily",
+        },
+    ),
+    (
+        "vancomycin 1 g iv q12h",
+        {
+            "name": "vancomycin",
+            "strength": "1",
+            "unit": "g",
+            "route": "intravenous",
+            "frequency": "every 12 hours",
+        },
+    ),
+    (
+        "ondansetron 4 mg IV",
+        {"name": "ondansetron", "strength": "4", "unit": "mg", "route": "intravenous"},
+    ),
+    (
+        "metoprolol 25 mg 1/2 tab po bid",
+        {
+            "name": "metoprolol",
+            "strength": "25",
+            "unit": "mg",
+            "dose": "1/2 tablet",
+            "dose_count": 0.5,
+            "form": "tablet",
+            "route": "oral",
+            "frequency": "twice daily",
+        },
+    ),
+    (
+        "warfarin 5 mg ½ tab",
+        {
+            "name": "warfarin",
+            "strength": "5",
+            "unit": "mg",
+            "dose": "1/2 tablet",
+            "dose_count": 0.5,
+            "form": "tablet",
+        },
+    ),
+    (
+        "warfarin 5 mg 1½ tabs qpm",
+        {
+            "name": "warfarin",
+            "strength": "5",
+            "unit": "mg",
+            "dose": "1 1/2 tablet",
+            "dose_count": 1.5,
+            "form": "tablet",
+            "frequency": "every evening",
+        },
+    ),
+    (
+        "levothyroxine 50 mcg i ss tab qam",
+        {
+            "name": "levothyroxine",
+            "strength": "50",
+            "unit": "mcg",
+            "dose": "1 1/2 tablet",
+            "dose_count": 1.5,
+            "form": "tablet",
+            "frequency": "every morning",
+        },
+    ),
+    (
+        "amlodipine 10 mg ss tab daily",
+        {
+            "name": "amlodipine",
+            "strength": "10",
+            "unit": "mg",
+            "dose": "1/2 tablet",
+            "dose_count": 0.5,
+            "form": "tablet",
+            "frequency": "daily",
+        },
+    ),
+    (
+        "Bactrim SS 1 tab po bid",
+        {
+            "name": "Bactrim",
+            "modifier": "single strength",
+            "dose": "1 tablet",
+            "dose_count": 1.0,
+            "form": "tablet",
+            "route": "oral",
+            "frequency": "twice daily",
+        },
+    ),
+    (
+        "tramadol 50 mg i-ii tabs q6h prn",
+        {
+            "name": "tramadol",
+            "strength": "50",
+            "unit": "mg",
+            "dose": "1-2 tablet",
+            "form": "tablet",
+            "frequency": "every 6 hours",
+            "as_needed": True,
+        },
+    ),
+    (
+        "oxycodone 1-2 tabs po",
+        {"name": "oxycodone", "dose": "1-2 tablet", "form": "tablet", "route": "oral"},
+    ),
+    ("Norco 5/325 tab", {"name": "Norco", "strength": "5/325", "form": "tablet"}),
+    ("Factor II", {"name": "Factor II"}),
 ]
 
 _EMPTY = {
@@ -268,6 +535,9 @@ _EMPTY = {
     "dose": None,
     "modifier": None,
     "sig": None,
+    "strength_per": None,
+    "strength_type": None,
+    "dose_count": None,
 }
 
 
@@ -295,3 +565,101 @@ def test_any_string_parses_without_raising_and_keeps_its_text(text: str) -> None
 def test_a_number_with_a_thousands_separator_is_one_strength() -> None:
     parsed = parse_medication("Vitamin D 50,000 units weekly")
     assert (parsed.strength, parsed.unit, parsed.sig) == ("50,000", "units", None)
+
+
+# The grammar of a sig, generated: a name, a strength (maybe per a quantity), a count (arabic,
+# fraction or Latin numeral) with a dose form, a route and a frequency, in the order written.
+_AMOUNT_UNITS = {"mg": "mg", "mcg": "mcg", "g": "g", "units": "units", "mEq": "mEq"}
+_PER_WRITTEN = {
+    "mL": ("mL", "concentration"),
+    "ml": ("mL", "concentration"),
+    "hr": ("hr", "rate"),
+    "h": ("hr", "rate"),
+    "hours": ("hr", "rate"),
+    "day": ("day", "rate"),
+    "kg": ("kg", "per body weight"),
+}
+_COUNTS = {
+    "1": ("1", 1.0),
+    "2": ("2", 2.0),
+    "1/2": ("1/2", 0.5),
+    "½": ("1/2", 0.5),
+    "1 1/2": ("1 1/2", 1.5),
+    "i": ("1", 1.0),
+    "ii": ("2", 2.0),
+    "iii": ("3", 3.0),
+    "iv": ("4", 4.0),
+    "i ss": ("1 1/2", 1.5),
+}
+_COUNT_FORMS = {"tab": "tablet", "tabs": "tablet", "cap": "capsule", "caps": "capsule"}
+_SIG_ROUTES = {"po": "oral", "PO": "oral", "sl": "sublingual", "IV": "intravenous"}
+_SIG_FREQUENCIES = {
+    "qd": "daily",
+    "bid": "twice daily",
+    "qhs": "at bedtime",
+    "q8h": "every 8 hours",
+}
+_NAMES = ["warfarin", "amoxicillin", "Zoloft", "insulin glargine", "selegiline", "metoprolol"]
+
+
+@st.composite
+def _sigs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    name = draw(st.sampled_from(_NAMES))
+    value = draw(st.sampled_from(["5", "10", "2.5", "0.1", "250", "1,000"]))
+    unit = draw(st.sampled_from(sorted(_AMOUNT_UNITS)))
+    expected: dict[str, Any] = {"name": name, "strength": value, "unit": _AMOUNT_UNITS[unit]}
+    words = [name, value + unit if draw(st.booleans()) else f"{value} {unit}"]
+    if draw(st.booleans()):  # per a quantity: "/5 mL", "/hr", " per 24 hr"
+        written = draw(st.sampled_from(sorted(_PER_WRITTEN)))
+        shown, kind = _PER_WRITTEN[written]
+        number = draw(st.sampled_from([None, "5", "24", "0.4"]))
+        quantity = f"{number} {written}" if number else written
+        joiner = draw(st.sampled_from(["/", " / ", " per "] if number else ["/", " per "]))
+        if number and joiner == "/" and draw(st.booleans()):
+            quantity = number + written  # "5ml", "24hr"
+        words[-1] += joiner + quantity
+        expected["unit"] += "/" + (f"{number} {shown}" if number else shown)
+        expected["strength_per"] = f"{number or 1} {shown}"
+        expected["strength_type"] = kind
+    if draw(st.booleans()):
+        count = draw(st.sampled_from(sorted(_COUNTS)))
+        form = draw(st.sampled_from(sorted(_COUNT_FORMS)))
+        words += [count, form]
+        figures, number_of = _COUNTS[count]
+        expected.update(
+            dose=f"{figures} {_COUNT_FORMS[form]}", dose_count=number_of, form=_COUNT_FORMS[form]
+        )
+    if draw(st.booleans()):
+        route = draw(st.sampled_from(sorted(_SIG_ROUTES)))
+        words.append(route)
+        expected["route"] = _SIG_ROUTES[route]
+    if draw(st.booleans()):
+        frequency = draw(st.sampled_from(sorted(_SIG_FREQUENCIES)))
+        words.append(frequency)
+        expected["frequency"] = _SIG_FREQUENCIES[frequency]
+    return " ".join(words), expected
+
+
+@given(_sigs())
+def test_generated_sigs_read_strength_per_quantity_and_counts(
+    sig: tuple[str, dict[str, Any]],
+) -> None:
+    text, expected = sig
+    got = parse_medication(text).as_dict()
+    assert {k: got[k] for k in ("name", *_EMPTY)} == {**_EMPTY, **expected}, text
+
+
+@given(
+    st.sampled_from(["i", "ii", "iii"]),
+    st.sampled_from(sorted({**_SIG_ROUTES, **_SIG_FREQUENCIES, "prn": None})),
+)
+def test_a_latin_numeral_before_a_route_or_frequency_is_a_count(numeral: str, after: str) -> None:
+    parsed = parse_medication(f"lisinopril 10 mg {numeral} {after}")
+    assert parsed.dose_count == _COUNTS[numeral][1]
+    assert parsed.dose == _COUNTS[numeral][0]
+
+
+@given(st.sampled_from(["", "q8h", "q12h", "daily", "bid", "over 30 min", "push"]))
+def test_iv_before_no_dose_form_or_other_route_is_the_route(after: str) -> None:
+    parsed = parse_medication(f"vancomycin 1 g iv {after}".strip())
+    assert (parsed.route, parsed.dose, parsed.dose_count) == ("intravenous", None, None)

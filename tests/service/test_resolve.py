@@ -203,3 +203,61 @@ def test_grounding_reads_the_longest_name_and_hyphenated_names(screener: Screene
     bleeding = screener.screen(["warfarin", "ibuprofen"])
     invented = "Warfarin with ibuprofen raises bleeding; use oxycodone-acetaminophen instead."
     assert grounding_problem(invented, None, bleeding, screener.resolver) is not None
+
+
+# A route or dose-form word chooses the drug's route-specific product when the formulary has one
+# (the string as written, the entry's screened and local drugs, the route).
+ROUTE_SPECIFIC = [
+    (
+        "selegiline transdermal 6 mg/24 hr patch",
+        ("selegiline transdermal",),
+        (),
+        "transdermal",
+    ),
+    ("selegiline 9 mg/24hr patch daily", ("selegiline transdermal",), (), "transdermal"),
+    ("transdermal selegiline 6 mg", ("selegiline transdermal",), (), "transdermal"),
+    ("selegilne 6 mg/24 hr patch", ("selegiline transdermal",), (), "transdermal"),
+    ("selegiline 5 mg po bid", ("selegiline",), (), "oral"),
+    ("selegiline 5 mg", ("selegiline",), (), None),
+    ("Zelapar 1.25 mg ODT", ("selegiline",), (), None),
+    ("diclofenac 1.3% patch bid", (), ("diclofenac",), "topical"),
+    ("diclofenac 75 mg DR bid", ("diclofenac",), (), None),
+    ("ciprofloxacin 0.3% ophthalmic soln 1 gtt OU q4h", (), ("ciprofloxacin",), "ophthalmic"),
+    ("cyclosporine 0.05% ophthalmic emulsion 1 gtt OU bid", (), ("cyclosporine",), "ophthalmic"),
+    ("cyclosporine 100 mg po bid", ("cyclosporine",), (), "oral"),
+    ("clindamycin 2% vaginal cream qhs", (), ("clindamycin",), "vaginal"),
+    ("tacrolimus 0.1% ointment bid", (), ("tacrolimus",), "topical"),
+    ("tacrolimus 1 mg po bid", ("tacrolimus",), (), "oral"),
+    # the label says the interaction applies by that route: still screened
+    ("timolol 0.5% eye drops 1 gtt OU bid", ("timolol",), (), "ophthalmic"),
+    # no route-specific product: the drug itself, by the route written
+    ("fentanyl 25 mcg/hr patch", ("fentanyl",), (), "transdermal"),
+    ("estradiol 0.05 mg/24 hr patch", ("estradiol",), (), "transdermal"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "screened", "local", "route"), ROUTE_SPECIFIC, ids=[c[0] for c in ROUTE_SPECIFIC]
+)
+def test_a_route_or_form_word_chooses_the_route_specific_product(
+    screener: Screener,
+    text: str,
+    screened: tuple[str, ...],
+    local: tuple[str, ...],
+    route: str | None,
+) -> None:
+    (entry,) = screener.screen([text]).entries
+    assert (entry.screened, entry.local, entry.route) == (screened, local, route)
+
+
+def test_transdermal_selegiline_written_out_gets_the_patch_contraindications(
+    screener: Screener,
+) -> None:
+    patch = screener.screen(["selegiline 6 mg/24 hr patch", "sertraline 50 mg daily"])
+    assert [(f.drug_a, f.drug_b, f.rule.severity) for f in patch.findings] == [
+        ("selegiline transdermal", "sertraline", "contraindicated")
+    ]
+    (read,) = patch.entries[0].resolutions
+    assert (read.name, read.read_as) == ("selegiline", "selegiline transdermal")
+    oral = screener.screen(["selegiline 5 mg po bid", "sertraline 50 mg daily"])
+    assert [f.rule.severity for f in oral.findings] == ["moderate"]

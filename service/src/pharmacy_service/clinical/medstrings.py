@@ -9,6 +9,13 @@ a route, a release form or a frequency); attributes are read wherever they appea
 the first attribute are the sig (``for pain``); a parenthesised text is an alternative name
 (``norco (hydrocodone)``) or a comment, which the resolver decides. Nothing is dropped: the
 original text is kept on every entry.
+
+A strength per a quantity is read as such: ``10 mg/5 mL`` is a concentration (strength 10, unit
+``mg/5 mL``, ``strength_per`` ``5 mL``), ``6 mg/24 hr`` and ``0.1 mg/hr`` are rates. A count of
+tablets or capsules may be written in Latin numerals or as a fraction (``i po qd``, ``ii tabs``,
+``ss tab``, ``1/2 tab``, ``½ tab``): ``dose`` says it in figures and ``dose_count`` as a number.
+``iv`` is a count only before a dose form or another route (``iv tabs``, ``iv po``); otherwise it
+is the intravenous route.
 """
 
 from __future__ import annotations
@@ -221,6 +228,47 @@ _MODIFIERS = {
     "es": "extra strength",
     "forte": "forte",
 }
+# What a strength can be per ("10 mg/5 mL", "25 mcg/hr"): the quantity's unit as written, and
+# what the strength then is.
+_PER_UNITS: dict[str, tuple[str, str]] = {
+    "ml": ("mL", "concentration"),
+    "cc": ("mL", "concentration"),
+    "l": ("L", "concentration"),
+    "g": ("g", "concentration"),
+    "gm": ("g", "concentration"),
+    "h": ("hr", "rate"),
+    "hr": ("hr", "rate"),
+    "hrs": ("hr", "rate"),
+    "hour": ("hr", "rate"),
+    "hours": ("hr", "rate"),
+    "min": ("min", "rate"),
+    "minute": ("min", "rate"),
+    "d": ("day", "rate"),
+    "day": ("day", "rate"),
+    "days": ("day", "rate"),
+    "kg": ("kg", "per body weight"),
+    "m2": ("m2", "per body surface area"),
+    "actuation": ("actuation", "per dose unit"),
+    "act": ("actuation", "per dose unit"),
+    "spray": ("spray", "per dose unit"),
+    "puff": ("puff", "per dose unit"),
+    "inhalation": ("inhalation", "per dose unit"),
+    "drop": ("drop", "per dose unit"),
+    "tab": ("tablet", "per dose unit"),
+    "tablet": ("tablet", "per dose unit"),
+    "cap": ("capsule", "per dose unit"),
+    "capsule": ("capsule", "per dose unit"),
+}
+_PER = re.compile(r"^/(?P<n>\d+(?:\.\d+)?|\.\d+)?(?P<u>[a-z][a-z0-9]*)?$")
+# Tablet counts in Latin numerals ("i po qd", "ii tabs"); "ss" (semis) is a half.
+_LATIN = {"i": 1.0, "ii": 2.0, "iii": 3.0, "iv": 4.0}
+_UNICODE_FRACTIONS = {"½": "1/2", "¼": "1/4", "¾": "3/4", "⅓": "1/3", "⅔": "2/3"}
+_UNICODE_FRACTION = re.compile("[" + "".join(_UNICODE_FRACTIONS) + "]")
+_FRACTION = re.compile(r"^(\d)/(\d)$")
+# "10 mg / 5 mL": the slash of a concentration or a rate, written with spaces, closed up.
+_SPACED_PER = re.compile(
+    r"(\d\s*(?:units?|mcg|µg|ug|mg|gm|g|meq|mmol|iu|ml)\b)\s*/\s*", re.IGNORECASE
+)
 _EVERY_N_HOURS = re.compile(r"\bevery\s+(\d+(?:\s*-\s*\d+)?)\s*(?:hours?|hrs?|h)\b", re.IGNORECASE)
 _Q_HOURS = re.compile(r"^q(\d+(?:-\d+)?)(h|hr|hrs|hours?)$")
 _EVERY_HOURS = re.compile(r"^every (\d+(?:-\d+)?) ?(h|hr|hrs|hours?)$")
@@ -256,6 +304,15 @@ class ParsedMedication:
     sig: str | None = None
     dose: str | None = None
     modifier: str | None = None
+    strength_per: str | None = None
+    """What the strength is per, always with a number: ``5 mL`` (``10 mg/5 mL``), ``24 hr``
+    (``6 mg/24 hr``), ``1 hr`` (``25 mcg/hr``); ``None`` for a plain strength."""
+    strength_type: str | None = None
+    """With ``strength_per``: ``concentration`` (per volume or mass), ``rate`` (per time),
+    ``per body weight``, ``per body surface area`` or ``per dose unit`` (per actuation)."""
+    dose_count: float | None = None
+    """The dose as a number of units (tablets, capsules, puffs, drops, applicators): ``ii tabs``
+    2.0, ``1/2 tab`` 0.5, ``i ss`` 1.5."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -271,6 +328,9 @@ class ParsedMedication:
             "dose": self.dose,
             "modifier": self.modifier,
             "sig": self.sig,
+            "strength_per": self.strength_per,
+            "strength_type": self.strength_type,
+            "dose_count": self.dose_count,
         }
 
 
@@ -287,6 +347,9 @@ PARSED_FIELDS: dict[str, Any] = {
     "dose": str,
     "modifier": str,
     "sig": str,
+    "strength_per": str,
+    "strength_type": str,
+    "dose_count": float,
 }
 """The keys of :meth:`ParsedMedication.as_dict` and their types, in the notation of
 ``screening.OUTPUT_FIELDS`` (a value may be None)."""
@@ -296,6 +359,8 @@ def parse_medication(text: str) -> ParsedMedication:
     """Parse one medication string. Never raises: unparsed words stay in the name or the sig."""
     original = text.strip()
     cleaned = _NOISE.sub(" ", original).replace("\u2019", "'")
+    cleaned = _UNICODE_FRACTION.sub(lambda m: f" {_UNICODE_FRACTIONS[m.group()]} ", cleaned)
+    cleaned = _SPACED_PER.sub(r"\1/", cleaned)
     parenthesised = [
         " ".join((m.group(1) or m.group(2) or "").split()) for m in _PARENS.finditer(cleaned)
     ]
@@ -330,6 +395,9 @@ def parse_medication(text: str) -> ParsedMedication:
         sig=" ".join(sig_words) or None,
         dose=found.get("dose"),
         modifier=found.get("modifier"),
+        strength_per=found.get("strength_per"),
+        strength_type=found.get("strength_type"),
+        dose_count=found.get("dose_count"),
     )
 
 
@@ -370,8 +438,12 @@ def _attribute(tokens: list[str], i: int, found: dict[str, Any], *, after_name: 
     nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else None
     if token.startswith("#") and token[1:].isdigit() and after_name:
         return 0  # "Tylenol #3": part of the product's name
+    latin = _latin_count(tokens, i, found) if after_name else None
+    if latin is not None:
+        return latin
     strength = _STRENGTH.match(token)
     if strength and strength.group("value")[0].isdigit():
+        value = strength.group("value").replace(" ", "")
         unit = strength.group("unit")
         per = strength.group("per") or ""
         used = 1
@@ -381,31 +453,34 @@ def _attribute(tokens: list[str], i: int, found: dict[str, Any], *, after_name: 
             unit_match = re.match(r"^([a-zµ%]+)(/[a-z0-9.]+)?$", nxt)
             if unit_match and unit_match.group(1) in _UNITS:
                 unit, per, used = unit_match.group(1), unit_match.group(2) or "", 2
-            elif nxt in _FORMS or nxt in _DOSE_COUNTS:  # "1 tab", "1 applicator": a dose
-                if "dose" not in found:
-                    found["dose"] = f"{strength.group('value')} {_FORMS.get(nxt, (nxt,))[0]}"
-                    if nxt in _FORMS:
-                        found.setdefault("form", _FORMS[nxt][0])
-                        if _FORMS[nxt][1] is not None:
-                            found.setdefault("form_route", _FORMS[nxt][1])
-                    return 2
-                return 0
+            else:
+                counted = _dose_count(tokens, i, value, found)
+                if counted is not None:
+                    return counted
         if unit is not None and unit not in _UNITS:
             if _HOURS_LATE.match(token):  # "24hr" (a release duration), not a strength
                 found.setdefault("release", "ER")
                 return 1
             return 0  # "d3" in "vitamin d3" is not a strength; leave it to the name
-        value = strength.group("value").replace(" ", "")
         if unit is not None and _UNITS[unit] in {"puffs", "drops", "sprays"}:
             if "dose" in found:
                 return 0
             found["dose"] = f"{value} {_UNITS[unit]}"
+            found["dose_count"] = _number(value)
             return used
         if "strength" in found:
             return 0  # a second number ("x 7 days") belongs to the sig
         found["strength"] = value
         if unit is not None:
-            found["unit"] = _UNITS[unit] + per
+            per_read = _per(tokens, i + used, per)
+            if per_read is None:
+                found["unit"] = _UNITS[unit] + per
+            else:
+                per_unit, per_quantity, kind, more = per_read
+                found["unit"] = f"{_UNITS[unit]}/{per_unit}"
+                found["strength_per"] = per_quantity
+                found["strength_type"] = kind
+                used += more
         return used
     if token in _ROUTES and (token not in {"od", "os", "ou", "eye", "ear", "top"} or after_name):
         found.setdefault("route", _ROUTES[token])
@@ -435,6 +510,130 @@ def _attribute(tokens: list[str], i: int, found: dict[str, Any], *, after_name: 
     if token in _UNITS and after_name and token not in {"u", "l", "g"}:
         return 1  # a unit written apart from its number ("2 puffs" read the number already)
     return 0
+
+
+def _per(tokens: list[str], j: int, per: str) -> tuple[str, str, str, int] | None:
+    """What a strength is per: ``per`` is the written "/..." after its unit ("/5", "/5ml",
+    "/hr"), ``tokens[j]`` the word after it ("mL" in "mg/5 mL"; "per 5 mL" is read too).
+    Returns the unit as shown ("5 mL", "hr"), the quantity ("5 mL", "1 hr"), the kind of
+    strength and how many more tokens were read; ``None`` when it is not a quantity known here.
+    """
+    more = 0
+    if not per and j + 1 < len(tokens) and tokens[j].lower() == "per":
+        per, more, j = "/" + tokens[j + 1].lower(), 2, j + 2
+    found = _PER.match(per) if per else None
+    if found is None:
+        return None
+    number, unit = found.group("n"), found.group("u")
+    if unit is None and number is not None and j < len(tokens):
+        unit = tokens[j].lower()
+        more += 1
+    if unit not in _PER_UNITS:
+        return None
+    name, kind = _PER_UNITS[unit]
+    if number is None:
+        return name, f"1 {name}", kind, more
+    number = "0" + number if number.startswith(".") else number
+    return f"{number} {name}", f"{number} {name}", kind, more
+
+
+def _number(value: str) -> float | None:
+    """A count as written ("2", "0.5", "1/2") as a number; ``None`` if it is not one."""
+    fraction = _FRACTION.match(value)
+    if fraction:
+        denominator = int(fraction.group(2))
+        return int(fraction.group(1)) / denominator if denominator else None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _is_count(value: str) -> bool:
+    """A number that can count tablets ("2", "0.5", "1-2"): not a strength written as "a/b"
+    ("Norco 5/325 tab"), only a proper fraction ("1/2", "3/4")."""
+    if "/" not in value:
+        return True
+    fraction = _FRACTION.match(value)
+    return fraction is not None and 0 < int(fraction.group(1)) < int(fraction.group(2))
+
+
+def _dose_count(tokens: list[str], i: int, value: str, found: dict[str, Any]) -> int | None:
+    """A number before a dose form or a dose unit ("1 tab", "1/2 tab", "1 1/2 tabs",
+    "1 applicator"): record the dose and return how many tokens it used; 0 when it is a dose
+    but one was read already; ``None`` when it is not a dose."""
+    if not _is_count(value):
+        return None
+    used, count = 1, _number(value)
+    following = [t.lower() for t in tokens[i + 1 : i + 3]]
+    if following and _FRACTION.match(following[0]) and "/" not in value and count is not None:
+        half = _number(following[0])
+        if half is not None and _is_count(following[0]) and following[1:2]:
+            value, count, used = f"{value} {following[0]}", count + half, 2
+            following = following[1:]
+    form = following[0] if following else None
+    if form not in _FORMS and form not in _DOSE_COUNTS:
+        return None
+    if "dose" in found:
+        return 0
+    _record_dose(found, value, count, form)
+    return used + 1
+
+
+def _record_dose(found: dict[str, Any], value: str, count: float | None, form: str | None) -> None:
+    if form is None:
+        found["dose"] = value
+    else:
+        found["dose"] = f"{value} {_FORMS.get(form, (form,))[0]}"
+        if form in _FORMS:
+            found.setdefault("form", _FORMS[form][0])
+            if _FORMS[form][1] is not None:
+                found.setdefault("form_route", _FORMS[form][1])
+    found["dose_count"] = count
+
+
+def _latin_count(tokens: list[str], i: int, found: dict[str, Any]) -> int | None:
+    """A tablet count in Latin numerals after the name: ``i po qd``, ``ii tabs``, ``i ss tab``
+    (one and a half), ``ss tab`` after a strength (a half). Read as a count only where it is
+    one: before a dose form, a route, a frequency or "prn", or at the end after a dose form;
+    ``iv`` only before a dose form or a route other than itself (``iv q8h`` is intravenous).
+    Returns the tokens used, or ``None`` when the word is not a count here."""
+    token = tokens[i].lower()
+    if "dose" in found:
+        return None
+    if token == "ss":  # a half, not "single strength" ("Bactrim SS"): only after a strength
+        nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else None
+        if "strength" not in found or (nxt not in _FORMS and nxt not in _DOSE_COUNTS):
+            return None
+        _record_dose(found, "1/2", 0.5, nxt)
+        return 2
+    low, _, high = token.partition("-")
+    if low not in _LATIN or (high and high not in _LATIN):
+        return None
+    count: float | None = _LATIN[low]
+    written, j = str(int(_LATIN[low])), i + 1
+    if high:  # "i-ii tabs": a range, counted by neither end
+        count, written = None, f"{written}-{int(_LATIN[high])}"
+    if j < len(tokens) and tokens[j].lower() == "ss" and count is not None:
+        count, written, j = count + 0.5, f"{written} 1/2", j + 1
+    nxt = tokens[j].lower() if j < len(tokens) else None
+    if nxt in _FORMS or nxt in _DOSE_COUNTS:
+        _record_dose(found, written, count, nxt)
+        return j - i + 1
+    previous = tokens[i - 1].lower() if i > 0 else None
+    if nxt is None:
+        counts = token != "iv" and previous in _FORMS
+    elif token == "iv":
+        counts = nxt in _ROUTES and _ROUTES[nxt] != "intravenous"
+    else:
+        counts = (
+            nxt in _ROUTES or nxt in _FREQUENCY or nxt in _PRN or _Q_HOURS.match(nxt) is not None
+        )
+    if not counts:
+        return None
+    found["dose"] = written
+    found["dose_count"] = count
+    return j - i
 
 
 def _tidy_name(name: str) -> str:

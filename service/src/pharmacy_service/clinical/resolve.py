@@ -37,7 +37,7 @@ _SALTS = frozenset(
     etexilate dipropionate propionate medoxomil axetil pivoxil valerate cypionate enanthate
     decanoate palmitate furoate xinafoate lactate gluconate carbonate chloride mononitrate?
     disodium dipotassium trometamol tromethamine lysine arginine estolate ethylsuccinate
-    stearate aspartate mandelate hippurate napsylate pamoate embonate oxalate
+    stearate aspartate mandelate hippurate napsylate pamoate embonate oxalate epolamine
     """.replace("?", "").split()
 )
 # Words that qualify a product without naming another ingredient ("baby aspirin").
@@ -118,6 +118,9 @@ _REGIMEN_WORDS = frozenset(
         "kit",
     ]
 )
+_ROUTE_SPECIFIC: frozenset[Method] = frozenset(["generic", "brand", "synonym", "salt", "typo"])
+"""How a drug must have been read for its route-specific product to be looked for (not a
+product, a combination, an ambiguous name or a lexicon name, which say what they are)."""
 _PRODUCT_NUMBER = re.compile(r"[a-z]?\d+(?:\.\d+)?")
 """A strength or a strength code after a brand ("Klor-Con M20")."""
 _WORD_SPLIT = re.compile(r"[\s-]+")
@@ -262,6 +265,42 @@ class Resolver:
         if found is not None:
             return _with_name(found, name)
         return self._typo(name, cleaned) if allow_typo else Unread(name, NOT_KNOWN)
+
+    def for_route(
+        self, found: Resolution, route: str | None, form: str | None
+    ) -> Resolution | None:
+        """The route-specific product of a drug read from a string's route or dose-form words
+        (``selegiline transdermal``, ``selegiline ... patch``: Emsam, whose contraindications
+        are not oral selegiline's; ``diclofenac ... patch``: Flector, topical), or ``None`` when
+        the drug has none for that route or form. Only a single covered drug read by its own
+        name is looked for: the written name and the generic, each with the route or the form
+        after it (``<name> transdermal``, ``<name> patch``, ``<name> eye drops``) or the route
+        before it (``transdermal <name>``), must be a name of the formulary exactly."""
+        if len(found.generics) != 1 or found.method not in _ROUTE_SPECIFIC:
+            return None
+        words = [w for w in (route, form) if w]
+        if form == "drops" and route in {"ophthalmic", "otic"}:
+            words.insert(0, "eye drops" if route == "ophthalmic" else "ear drops")
+        if not words:
+            return None
+        for base in dict.fromkeys((clean(found.name), found.generics[0])):
+            for word in words:
+                for candidate in (f"{base} {word}", f"{word} {base}"):
+                    known = self._known.get(candidate)
+                    if known is None or known.method == "ambiguous":
+                        continue
+                    if known.generics == found.generics and known.route == found.route:
+                        return None  # the same drug by the same route: nothing to change
+                    return Resolution(
+                        found.name,
+                        known.generics,
+                        (),
+                        known.method,
+                        found.confidence,
+                        read_as=candidate,
+                        route=known.route,
+                    )
+        return None
 
     def unknown_words(self, name: str) -> str | None:
         """Why a name that starts with a known name is not read as it, or ``None``."""

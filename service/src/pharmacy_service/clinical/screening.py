@@ -328,6 +328,9 @@ class Screener:
                 if isinstance(found, Unread):
                     reason = found.reason
                     continue
+            if position == 0:  # "selegiline ... patch": the transdermal product, Emsam
+                form_route = self.resolver.for_route(found, parsed.route, parsed.form)
+                found = form_route if form_route is not None else found
             # After the main name, parentheses hold a generic ("norco (hydrocodone)") or a
             # comment, which resolves to nothing.
             if position == 0 or found.generics or found.not_covered:

@@ -127,6 +127,16 @@ class Medication(BaseModel):
     dose: str | None
     modifier: str | None
     sig: str | None
+    strength_per: str | None = Field(
+        description="What the strength is per (10 mg/5 mL: '5 mL'; 25 mcg/hr: '1 hr'), or null"
+    )
+    strength_type: str | None = Field(
+        description="With strength_per: concentration, rate, per body weight, per body surface "
+        "area or per dose unit"
+    )
+    dose_count: float | None = Field(
+        description="The dose as a number of units (ii tabs: 2; 1/2 tab: 0.5), or null"
+    )
     status: Literal["screened", "not_covered", "local_route", "unrecognized"]
     generics: list[str] = Field(description="Drugs screened for interactions")
     not_covered: list[str]
