@@ -121,6 +121,11 @@ def _advice(screener: Screener, a: str, b: str) -> str:
         ("tizanidine", "fluvoxamine", "contraindicated"),
         ("simvastatin", "clarithromycin", "contraindicated"),
         ("sildenafil", "nitroglycerin", "contraindicated"),
+        # Tamoxifen label section 4 (risk reduction and DCIS: coumarin-type anticoagulants);
+        # the screen cannot tell the indication, so the advice states the condition
+        ("tamoxifen", "warfarin", "contraindicated"),
+        ("amlodipine", "tacrolimus", "moderate"),  # Norvasc label, section 7: monitor troughs
+        ("amlodipine", "cyclosporine", "moderate"),
     ],
 )
 def test_label_severities(screener: Screener, a: str, b: str, severity: str) -> None:
@@ -294,3 +299,18 @@ def test_an_except_naming_a_non_member_is_refused(edited: Any) -> None:
 
     with pytest.raises(ValueError, match="non-members"):
         KnowledgeBase.load(edited("rules", change))
+
+
+def test_tamoxifen_with_warfarin_states_the_indication_it_depends_on(screener: Screener) -> None:
+    advice = _advice(screener, "Soltamox 20 mg daily", "Coumadin 5 mg")
+    assert "does not know why tamoxifen is taken" in advice
+    assert "DCIS" in advice
+    assert "PT/INR" in advice
+
+
+@pytest.mark.parametrize("immunosuppressant", ["tacrolimus", "cyclosporine"])
+def test_amlodipine_with_a_calcineurin_inhibitor_asks_for_trough_levels(
+    screener: Screener, immunosuppressant: str
+) -> None:
+    advice = _advice(screener, "Norvasc 5 mg", f"{immunosuppressant} 1 mg po bid")
+    assert f"{immunosuppressant} trough" in advice
