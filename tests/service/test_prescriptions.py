@@ -48,6 +48,16 @@ def test_the_case_table_is_broad() -> None:
     } <= tags
 
 
+def test_common_safe_combinations_guard_against_false_alarms() -> None:
+    """At least 30 pairs of common drugs with no clinically significant interaction, each
+    expecting no finding (test_case checks that none is reported)."""
+    safe = [case for case in CASES if "safe" in case.get("tags", [])]
+    assert len(safe) >= 30
+    for case in safe:
+        assert not case.get("interactions"), case["id"]
+        assert len(case["screened"]) == len(case["medications"]), case["id"]
+
+
 def _pairs(items: list[list[str]]) -> dict[frozenset[str], str]:
     return {frozenset(item[:2]): item[2] for item in items}
 
