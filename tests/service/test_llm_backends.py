@@ -4,18 +4,24 @@ through the saved model as MLflow loads it, from many threads, with faults."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from pharmacy_service.model import LLMUnavailableError
+from modelhub.serving import AsyncExecutor
+from pharmacy_service.model import LLMUnavailableError, llm
 from pharmacy_service.model.llm import (
     AnthropicSettings,
     OpenAISettings,
@@ -231,3 +237,89 @@ def test_the_gemini_session_reads_the_proxy_environment_only_when_asked(
     model = load_model("gemini", PHARMACY_LLM_TRUST_ENV=trust_env, PHARMACY_LLM_TIMEOUT="3")
     (row,) = model.predict(pd.DataFrame([{"patient_id": "p1", **ROW}])).to_dict("records")
     assert row["note_source"] == source
+
+
+def test_gemini_keeps_one_client_and_session_across_model_loads(
+    built_model: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark's shape: ``spark_udf`` loads the model again for every task in a Python worker
+    that lives across tasks, and drops the last load without closing it. Five loads, each
+    predicting on the executor's loop and then dropped and collected: one client and one
+    aiohttp session serve them all (the first load's connections reused), and nothing is left unclosed
+    (a session per load was: 'Unclosed client session' when each was collected)."""
+    monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gemini")
+    monkeypatch.setenv("GEMINI_BASE_URL", stub_base_url("gemini", stub.port or 0))
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    clients: set[int] = set()
+    with warnings.catch_warnings(record=True) as caught, capture_asyncio_errors() as errors:
+        warnings.simplefilter("always")
+        for load in range(5):
+            model = mlflow.pyfunc.load_model(str(built_model))
+            frame = pd.DataFrame([{"patient_id": f"l{load}-{n}", **ROW} for n in range(3)])
+            sources = model.predict(frame)["note_source"].tolist()
+            assert sources == ["llm"] * 3
+            backend = model.unwrap_python_model().pipeline.backend
+            clients.add(id(AsyncExecutor.run_async(backend._client)))
+            del model, backend
+            gc.collect()
+    unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
+    assert unclosed == []
+    assert [e for e in errors if "Unclosed" in e or "destroyed" in e] == []
+    assert len(clients) == 1
+    assert len(llm._gemini_sessions) == 1
+    assert stub.stats.apis == {"gemini": 15}
+    assert stub.stats.connections == 3  # the first load's three concurrent calls, reused
+    AsyncExecutor.shutdown()  # the executor's loop ends: the session is closed on it
+    assert len(llm._gemini_sessions) == 0
+    wait_for(lambda: stub.open_connections == 0)
+
+
+def test_closing_one_gemini_model_leaves_another_in_the_process_working(
+    load_model: Callable[..., Any], stub: StubServer
+) -> None:
+    """The server's shutdown path (``PharmacyModel.aclose`` on the executor's loop) with two
+    models sharing the process's session: closing the first while the second has calls in
+    flight does not close the session under them; the second keeps writing notes on the same
+    connections; closing the second closes the session and its connections, and a model
+    loaded afterwards opens a new one."""
+    first, second = load_model("gemini"), load_model("gemini")
+    frame = pd.DataFrame([{"patient_id": f"c{n}", **ROW} for n in range(4)])
+    assert first.predict(frame)["note_source"].tolist() == ["llm"] * 4
+    assert second.predict(frame)["note_source"].tolist() == ["llm"] * 4
+    opened = stub.stats.connections
+    stub.config = StubConfig(latency_ms=300)
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(second.predict, frame)
+        wait_for(lambda: stub.stats.in_flight == 4)
+        AsyncExecutor.run_async(first.unwrap_python_model().aclose, timeout=5)
+        assert in_flight.result(10)["note_source"].tolist() == ["llm"] * 4
+    assert second.predict(frame)["note_source"].tolist() == ["llm"] * 4
+    assert stub.stats.connections == opened  # the same session's connections
+    assert stub.open_connections > 0
+    AsyncExecutor.run_async(second.unwrap_python_model().aclose, timeout=5)
+    assert len(llm._gemini_sessions) == 0
+    wait_for(lambda: stub.open_connections == 0)
+    third = load_model("gemini")
+    assert third.predict(frame)["note_source"].tolist() == ["llm"] * 4
+    assert stub.stats.connections > opened
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def capture_asyncio_errors() -> Iterator[list[str]]:
+    """What asyncio logs (an unclosed session, a pending task destroyed), as text."""
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        asyncio_logger.removeHandler(handler)

@@ -17,8 +17,9 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self
 
 from modelhub.serving import is_loop_error
@@ -273,13 +274,124 @@ def require_sdk(backend: str, module: str, extra: str) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _LoopClient:
-    """One loop's Gemini client and the task that holds its aiohttp session open."""
+@dataclass(eq=False)
+class _LoopSession:
+    """One loop's Gemini client for one set of settings, the task that holds its aiohttp
+    session open on that loop, and the backends using it."""
 
     client: Any
     holder: asyncio.Task[None]
     started: asyncio.Future[None]
+    users: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+
+class _GeminiSessions:
+    """The process's Gemini clients with their own aiohttp session: one per loop and settings,
+    shared by every backend (model load) with those settings. MLflow's ``spark_udf`` loads the
+    model again for each task in a Python worker that lives across tasks; a client per backend
+    would open a session per task, never closed. A session is closed on its loop when the
+    last backend using it is closed (:meth:`release`), or when its loop shuts down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[_SettingsKey, asyncio.AbstractEventLoop], _LoopSession] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    async def client(self, backend: GeminiBackend) -> Any:
+        loop = asyncio.get_running_loop()
+        key = (_settings_key(backend.settings), loop)
+        with self._lock:
+            held = self._sessions.get(key)
+            if held is None:
+                # Loops closed without cancelling their tasks: their sessions cannot be closed.
+                for closed in [k for k in self._sessions if k[1].is_closed()]:
+                    del self._sessions[closed]
+                held = self._sessions[key] = self._hold(backend.settings, loop, key)
+            held.users.add(backend)
+        await held.started  # the holder runs, so its loop's shutdown will close the session
+        return held.client
+
+    def _hold(
+        self,
+        settings: LLMSettings,
+        loop: asyncio.AbstractEventLoop,
+        key: tuple[_SettingsKey, asyncio.AbstractEventLoop],
+    ) -> _LoopSession:
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.max_connections, keepalive_timeout=30),
+            trust_env=settings.trust_env,
+        )
+        client = _build_gemini(settings, session)
+        started = loop.create_future()
+        # In a context of its own: the task lives as long as the loop, not the request.
+        holder = loop.create_task(
+            self._keep(key, session, client, started),
+            name="pharmacy-gemini-session",
+            context=contextvars.Context(),
+        )
+        return _LoopSession(client, holder, started)
+
+    async def _keep(
+        self,
+        key: tuple[_SettingsKey, asyncio.AbstractEventLoop],
+        session: Any,
+        client: Any,
+        started: asyncio.Future[None],
+    ) -> None:
+        """Hold a session until its loop shuts down or its last user closes, then close it
+        here, on its own loop."""
+        try:
+            started.set_result(None)
+            await key[1].create_future()  # only cancellation ends it
+        finally:
+            with self._lock:
+                if (held := self._sessions.get(key)) is not None and held.client is client:
+                    del self._sessions[key]
+            await session.close()
+            client.close()
+
+    async def release(self, backend: GeminiBackend) -> None:
+        """``backend`` no longer uses its sessions: close those it was the last user of (this
+        loop's now, the others' on their own loops). A session another backend uses stays open:
+        closing one model does not break another in the same process."""
+        with self._lock:
+            unused = []
+            for key, held in list(self._sessions.items()):
+                held.users.discard(backend)
+                if not held.users and _settings_key(backend.settings) == key[0]:
+                    unused.append((key[1], held))
+                    del self._sessions[key]
+        here = asyncio.get_running_loop()
+        for loop, held in unused:
+            if loop is here:
+                held.holder.cancel()
+                await asyncio.wait({held.holder})
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
+                    loop.call_soon_threadsafe(held.holder.cancel)
+
+
+_SettingsKey = tuple[str | None, str | None, float, int, int, bool]
+
+
+def _settings_key(settings: LLMSettings) -> _SettingsKey:
+    """What a Gemini client and its session are built from (the model name is per call)."""
+    return (
+        settings.api_key,
+        settings.base_url,
+        settings.timeout,
+        settings.attempts,
+        settings.max_connections,
+        settings.trust_env,
+    )
+
+
+_gemini_sessions = _GeminiSessions()
 
 
 class GeminiBackend:
@@ -290,11 +402,13 @@ class GeminiBackend:
     lookups from the environment on every call (each is a hop to a thread pool; set
     ``PHARMACY_LLM_TRUST_ENV=true`` to keep them), a bounded connection pool
     (``PHARMACY_LLM_MAX_CONNECTIONS``), keep-alive. The client and session belong to that loop
-    (the executor's, in shared mode); a call on another loop (isolated mode: each call's own)
-    builds its own, which lives as long as that loop runs: a task on the loop holds it and
-    closes it there when the loop shuts down (``asyncio.run`` and the executor's loop cancel
-    every task as they end) or at :meth:`aclose`. Older SDKs get the process's one client,
-    which manages its own sessions."""
+    (the executor's, in shared mode) and are the process's for these settings: every model
+    loaded in the process with the same settings shares them (``spark_udf`` loads the model
+    once per task). A call on another loop (isolated mode: each call's own) builds its own,
+    which lives as long as that loop runs: a task on the loop holds it and closes it there
+    when the loop shuts down (``asyncio.run`` and the executor's loop cancel every task as
+    they end) or when the last backend using it is closed (:meth:`aclose`). Older SDKs get the
+    process's one client, which manages its own sessions."""
 
     name = "gemini"
 
@@ -313,76 +427,19 @@ class GeminiBackend:
         self._config = types.GenerateContentConfig(
             system_instruction=SYSTEM_INSTRUCTION, temperature=0.2, max_output_tokens=400
         )
-        self._lock = threading.Lock()
-        self._on_loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
     async def _client(self) -> Any:
         if not self._own_session:
             return gemini_client(self.settings)
-        loop = asyncio.get_running_loop()
-        held = self._on_loops.get(loop)  # one lookup, without the lock: only this loop adds it
-        if held is None:
-            held = self._hold(loop)
-        await held.started  # the holder runs, so its loop's shutdown will close the session
-        return held.client
-
-    def _hold(self, loop: asyncio.AbstractEventLoop) -> _LoopClient:
-        import aiohttp
-
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self.settings.max_connections, keepalive_timeout=30
-            ),
-            trust_env=self.settings.trust_env,
-        )
-        client = _build_gemini(self.settings, session)
-        started = loop.create_future()
-        # In a context of its own: the task lives as long as the loop, not the request.
-        holder = loop.create_task(
-            self._keep(loop, session, client, started),
-            name="pharmacy-gemini-session",
-            context=contextvars.Context(),
-        )
-        held = _LoopClient(client, holder, started)
-        with self._lock:
-            # Loops closed without cancelling their tasks: their sessions cannot be closed now.
-            for closed in [other for other in self._on_loops if other.is_closed()]:
-                del self._on_loops[closed]
-            self._on_loops[loop] = held
-        return held
-
-    async def _keep(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        session: Any,
-        client: Any,
-        started: asyncio.Future[None],
-    ) -> None:
-        """Hold this loop's session until the loop shuts down or :meth:`aclose`, then close it
-        here, on its own loop."""
-        try:
-            started.set_result(None)
-            await loop.create_future()  # only cancellation ends it
-        finally:
-            with self._lock:
-                if (held := self._on_loops.get(loop)) is not None and held.client is client:
-                    del self._on_loops[loop]
-            await session.close()
-            client.close()
+        return await _gemini_sessions.client(self)
 
     async def aclose(self) -> None:
-        """Close every loop's session: this loop's now, the others' on their own loops."""
-        with self._lock:
-            held, self._on_loops = self._on_loops, {}
-        here = asyncio.get_running_loop()
-        for loop, on_loop in held.items():
-            if loop is here:
-                on_loop.holder.cancel()
-                await asyncio.wait({on_loop.holder})
-            else:
-                with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
-                    loop.call_soon_threadsafe(on_loop.holder.cancel)
-        await close_gemini_client()
+        """Stop using the process's sessions: those no other backend uses are closed, this
+        loop's now, the others' on their own loops."""
+        if self._own_session:
+            await _gemini_sessions.release(self)
+        else:
+            await close_gemini_client()
 
     async def note(self, prompt: str) -> str:
         client = await self._client()
