@@ -359,8 +359,10 @@ def parse_medication(text: str) -> ParsedMedication:
     """Parse one medication string. Never raises: unparsed words stay in the name or the sig."""
     original = text.strip()
     cleaned = _NOISE.sub(" ", original).replace("\u2019", "'")
-    cleaned = _UNICODE_FRACTION.sub(lambda m: f" {_UNICODE_FRACTIONS[m.group()]} ", cleaned)
-    cleaned = _SPACED_PER.sub(r"\1/", cleaned)
+    if not cleaned.isascii():  # "½ tab"
+        cleaned = _UNICODE_FRACTION.sub(lambda m: f" {_UNICODE_FRACTIONS[m.group()]} ", cleaned)
+    if "/" in cleaned:  # "10 mg / 5 mL"
+        cleaned = _SPACED_PER.sub(r"\1/", cleaned)
     parenthesised = [
         " ".join((m.group(1) or m.group(2) or "").split()) for m in _PARENS.finditer(cleaned)
     ]
@@ -438,9 +440,10 @@ def _attribute(tokens: list[str], i: int, found: dict[str, Any], *, after_name: 
     nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else None
     if token.startswith("#") and token[1:].isdigit() and after_name:
         return 0  # "Tylenol #3": part of the product's name
-    latin = _latin_count(tokens, i, found) if after_name else None
-    if latin is not None:
-        return latin
+    if after_name and (token in _LATIN or token == "ss" or "-" in token):
+        latin = _latin_count(tokens, i, found)
+        if latin is not None:
+            return latin
     strength = _STRENGTH.match(token)
     if strength and strength.group("value")[0].isdigit():
         value = strength.group("value").replace(" ", "")
