@@ -274,15 +274,16 @@ def test_gemini_keeps_one_client_and_session_across_model_loads(
     wait_for(lambda: stub.open_connections == 0)
 
 
-def test_closing_one_gemini_model_leaves_another_in_the_process_working(
-    load_model: Callable[..., Any], stub: StubServer
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_closing_one_model_leaves_another_in_the_process_working(
+    load_model: Callable[..., Any], stub: StubServer, backend: str
 ) -> None:
     """The server's shutdown path (``PharmacyModel.aclose`` on the executor's loop) with two
-    models sharing the process's session: closing the first while the second has calls in
-    flight does not close the session under them; the second keeps writing notes on the same
-    connections; closing the second closes the session and its connections, and a model
-    loaded afterwards opens a new one."""
-    first, second = load_model("gemini"), load_model("gemini")
+    models sharing the process's client: closing the first while the second has calls in
+    flight does not close the client under them; the second keeps writing notes on the same
+    connections; closing the second closes the client and its connections, and a model
+    loaded afterwards opens new ones."""
+    first, second = load_model(backend), load_model(backend)
     frame = pd.DataFrame([{"patient_id": f"c{n}", **ROW} for n in range(4)])
     assert first.predict(frame)["note_source"].tolist() == ["llm"] * 4
     assert second.predict(frame)["note_source"].tolist() == ["llm"] * 4
@@ -294,12 +295,12 @@ def test_closing_one_gemini_model_leaves_another_in_the_process_working(
         AsyncExecutor.run_async(first.unwrap_python_model().aclose, timeout=5)
         assert in_flight.result(10)["note_source"].tolist() == ["llm"] * 4
     assert second.predict(frame)["note_source"].tolist() == ["llm"] * 4
-    assert stub.stats.connections == opened  # the same session's connections
+    assert stub.stats.connections == opened  # the same client's connections
     assert stub.open_connections > 0
     AsyncExecutor.run_async(second.unwrap_python_model().aclose, timeout=5)
     assert len(llm._gemini_sessions) == 0
     wait_for(lambda: stub.open_connections == 0)
-    third = load_model("gemini")
+    third = load_model(backend)
     assert third.predict(frame)["note_source"].tolist() == ["llm"] * 4
     assert stub.stats.connections > opened
 

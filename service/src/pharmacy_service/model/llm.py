@@ -1,9 +1,10 @@
 """LLM backends for the counselling note: ``gemini`` (google-genai), ``openai`` (the OpenAI SDK,
 any OpenAI-compatible server) and ``anthropic`` (the Anthropic SDK); ``template`` is offline.
 
-Each uses one module-level client per process, the production shape that breaks under a fresh
-event loop per call and works on modelhub's shared loop: the client is used, and closed, only
-on the executor's loop.
+Each uses one module-level client per process (per settings, shared by every load of the
+model), the production shape that breaks under a fresh event loop per call and works on
+modelhub's shared loop: the client is used, and closed, only on the executor's loop, when the
+last model using it is closed.
 """
 
 from __future__ import annotations
@@ -170,29 +171,48 @@ class AnthropicSettings(LLMSettings):
 
 
 class _ClientSlot:
-    """The process's one client of an SDK, built on first use and rebuilt only when its
-    settings change. Its async side belongs to the loop that uses it (the executor's): close it
-    there with :meth:`aclose`."""
+    """The process's clients of an SDK, one per settings, built on first use and shared by
+    every backend (model load) with those settings: ``spark_udf`` loads the model once per
+    task, a server once per worker. A client's async side belongs to the loop that uses it
+    (the executor's): :meth:`release` runs there, and closes a client when the last backend
+    using it releases it, so that closing one model never closes a client another uses."""
 
     def __init__(self, build: Callable[[LLMSettings], Any], close: Callable[[Any], Any]) -> None:
         self._build = build
         self._close = close
         self._lock = threading.Lock()
-        self._client: Any = None
-        self._key: tuple[str | None, str | None, float, int] | None = None
+        self._clients: dict[_ClientKey, tuple[Any, weakref.WeakSet[Any]]] = {}
 
-    def get(self, settings: LLMSettings) -> Any:
-        key = (settings.api_key, settings.base_url, settings.timeout, settings.attempts)
+    def get(self, settings: LLMSettings, user: Any) -> Any:
+        """The client for ``settings``, ``user`` (a backend) counted among its users."""
+        key = _client_key(settings)
         with self._lock:
-            if self._client is None or self._key != key:
-                self._client, self._key = self._build(settings), key
-            return self._client
+            entry = self._clients.get(key)
+            if entry is None:
+                entry = self._clients[key] = (self._build(settings), weakref.WeakSet())
+            entry[1].add(user)
+            return entry[0]
 
-    async def aclose(self) -> None:
+    async def release(self, settings: LLMSettings, user: Any) -> None:
+        """``user`` no longer uses its client: close it if no other backend does."""
+        key = _client_key(settings)
         with self._lock:
-            client, self._client, self._key = self._client, None, None
-        if client is not None:
-            await self._close(client)
+            entry = self._clients.get(key)
+            if entry is None:
+                return
+            entry[1].discard(user)
+            if entry[1]:
+                return
+            del self._clients[key]
+        await self._close(entry[0])
+
+
+_ClientKey = tuple[str | None, str | None, float, int]
+
+
+def _client_key(settings: LLMSettings) -> _ClientKey:
+    """What an SDK's client is built from (the model name is per call)."""
+    return (settings.api_key, settings.base_url, settings.timeout, settings.attempts)
 
 
 def _build_gemini(settings: LLMSettings, session: Any = None) -> Any:
@@ -253,16 +273,6 @@ async def _close_async_client(client: Any) -> None:
 _gemini = _ClientSlot(_build_gemini, _close_gemini)
 _openai = _ClientSlot(_stainless_builder("openai", "AsyncOpenAI"), _close_async_client)
 _anthropic = _ClientSlot(_stainless_builder("anthropic", "AsyncAnthropic"), _close_async_client)
-
-
-def gemini_client(settings: LLMSettings) -> Any:
-    """The process's one ``genai.Client``, built once (building one is not cheap)."""
-    return _gemini.get(settings)
-
-
-async def close_gemini_client() -> None:
-    """Close the process's Gemini client on the loop that used it, and forget it."""
-    await _gemini.aclose()
 
 
 def require_sdk(backend: str, module: str, extra: str) -> None:
@@ -381,14 +391,7 @@ _SettingsKey = tuple[str | None, str | None, float, int, int, bool]
 
 def _settings_key(settings: LLMSettings) -> _SettingsKey:
     """What a Gemini client and its session are built from (the model name is per call)."""
-    return (
-        settings.api_key,
-        settings.base_url,
-        settings.timeout,
-        settings.attempts,
-        settings.max_connections,
-        settings.trust_env,
-    )
+    return (*_client_key(settings), settings.max_connections, settings.trust_env)
 
 
 _gemini_sessions = _GeminiSessions()
@@ -423,14 +426,14 @@ class GeminiBackend:
         if self._own_session:
             import aiohttp  # noqa: F401 - imported here, not on the loop
         else:
-            gemini_client(settings)
+            _gemini.get(settings, self)
         self._config = types.GenerateContentConfig(
             system_instruction=SYSTEM_INSTRUCTION, temperature=0.2, max_output_tokens=400
         )
 
     async def _client(self) -> Any:
         if not self._own_session:
-            return gemini_client(self.settings)
+            return _gemini.get(self.settings, self)
         return await _gemini_sessions.client(self)
 
     async def aclose(self) -> None:
@@ -439,7 +442,7 @@ class GeminiBackend:
         if self._own_session:
             await _gemini_sessions.release(self)
         else:
-            await close_gemini_client()
+            await _gemini.release(self.settings, self)
 
     async def note(self, prompt: str) -> str:
         client = await self._client()
@@ -464,13 +467,13 @@ class OpenAIBackend:
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
         require_sdk("openai", "openai", "openai")
-        _openai.get(settings)  # import and build on the loading thread, not in the first call
+        _openai.get(settings, self)  # import and build on the loading thread, not in the first call
 
     async def aclose(self) -> None:
-        await _openai.aclose()
+        await _openai.release(self.settings, self)
 
     async def note(self, prompt: str) -> str:
-        client = _openai.get(self.settings)
+        client = _openai.get(self.settings, self)
         async with asyncio.timeout(self.settings.timeout):
             response = await client.chat.completions.create(
                 model=self.settings.model,
@@ -496,13 +499,13 @@ class AnthropicBackend:
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
         require_sdk("anthropic", "anthropic", "anthropic")
-        _anthropic.get(settings)
+        _anthropic.get(settings, self)
 
     async def aclose(self) -> None:
-        await _anthropic.aclose()
+        await _anthropic.release(self.settings, self)
 
     async def note(self, prompt: str) -> str:
-        client = _anthropic.get(self.settings)
+        client = _anthropic.get(self.settings, self)
         async with asyncio.timeout(self.settings.timeout):
             response = await client.messages.create(
                 model=self.settings.model,
