@@ -53,6 +53,7 @@ bench: install  ## run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/executor_overhead.py
 	$(BIN)/python bench/sdk_compat.py
 	$(BIN)/python bench/serving.py  # needs wrk (apt-get install -y wrk)
+	$(BIN)/python -m bench.batch  # needs Java (Spark)
 
 SETUPTOOLS := setuptools==84.2.1  # builds the two packages inside the image (no build isolation)
 
