@@ -25,6 +25,7 @@ def test_the_bundled_files_are_the_four_documented_ones() -> None:
         "drugs.json",
         "lexicon.tsv.gz",
         "rules.json",
+        "top300.tsv",
     ]
 
 
