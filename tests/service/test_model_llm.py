@@ -318,3 +318,15 @@ def test_the_prompt_is_bounded_like_the_answer(knowledge: KnowledgeBase) -> None
     summary = prompt.splitlines()[1]
     assert summary.count(" + ") == MAX_FINDINGS
     assert f"and {len(result.findings) - MAX_FINDINGS} more" in summary
+
+
+def test_llm_concurrency_names_the_setting_it_read() -> None:
+    from pharmacy_service.model.pyfunc import DEFAULT_LLM_CONCURRENCY, llm_concurrency
+
+    assert llm_concurrency(None, {}) == DEFAULT_LLM_CONCURRENCY
+    assert llm_concurrency(None, {"PHARMACY_LLM_CONCURRENCY": "50"}) == 50
+    assert llm_concurrency(3, {"PHARMACY_LLM_CONCURRENCY": "50"}) == 3  # model_config wins
+    with pytest.raises(ValueError, match=r"^llm_concurrency='0' is invalid"):
+        llm_concurrency(0, {"PHARMACY_LLM_CONCURRENCY": "50"})
+    with pytest.raises(ValueError, match=r"^PHARMACY_LLM_CONCURRENCY='x' is invalid"):
+        llm_concurrency(None, {"PHARMACY_LLM_CONCURRENCY": "x"})

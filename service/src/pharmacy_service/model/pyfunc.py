@@ -125,9 +125,8 @@ def llm_concurrency(configured: Any = None, environ: Mapping[str, str] | None = 
     if not raw:
         return DEFAULT_LLM_CONCURRENCY
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(
-            f"PHARMACY_LLM_CONCURRENCY={raw!r} is invalid: use a whole number of at least 1."
-        )
+        source = "llm_concurrency" if configured is not None else "PHARMACY_LLM_CONCURRENCY"
+        raise ValueError(f"{source}={raw!r} is invalid: use a whole number of at least 1.")
     return int(raw)
 
 
