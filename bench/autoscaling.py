@@ -12,7 +12,7 @@ metrics, targets and behavior from k8s/. This simulates the control loop on real
 not a cluster: the load is assumed to divide evenly among pods, and each signal to scale with
 the load a pod carries (Little's law for in-flight, a constant CPU cost per request).
 
-    python bench/autoscaling.py [--rate 100] [--phases 60,150,90] [--output bench/results/autoscaling.md]
+    python -m bench.autoscaling [--rate 100] [--phases 60,150,90] [--output bench/results/autoscaling.md]
 """
 
 from __future__ import annotations
@@ -21,24 +21,21 @@ import argparse
 import asyncio
 import datetime as dt
 import math
-import os
 import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import httpx
-
-from autoscaler import Behavior, Policy, Scaler, desired_replicas
-from harness import cpu_seconds, free_port, launched, tree_pids
-from serving import BIN, gemini_stub
+from bench.autoscaler import Behavior, Policy, Scaler, desired_replicas
+from bench.harness import cpu_seconds, tree_pids
+from bench.reliability.processes import server, stub_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"dataframe_records": [{"patient_id": "a1", "medications": ["Coumadin", "Advil"]}]}'
@@ -137,46 +134,24 @@ def pod_cpu_seconds(pid: int) -> float:
     return total
 
 
-@contextmanager
-def pod(model: Path, stub_url: str, work: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PHARMACY_", "GEMINI_"))}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        WEB_CONCURRENCY=str(WORKERS),
-        PHARMACY_MODEL_URI=str(model),
-        PHARMACY_PREDICT_THREADS="64",
-        PHARMACY_MAX_QUEUE="256",
-        PHARMACY_REQUEST_TIMEOUT="30",
-        PHARMACY_LLM_BACKEND="gemini",
-        GEMINI_BASE_URL=stub_url,
-        PHARMACY_LOG_LEVEL="WARNING",
-        MAX_REQUESTS="0",
-        PROMETHEUS_MULTIPROC_DIR=tempfile.mkdtemp(prefix="bench-autoscaling-"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "gunicorn"), "-c", "python:pharmacy_service.server.gunicorn_conf"]
-    with launched(command, env, work / "server.log", base + "/health/ready", "server") as (
-        process,
-        _,
-    ):
-        yield base, process.pid
-
-
 def measure(rate: float, phases: list[tuple[float, float]]) -> list[Sample]:
     work = Path(tempfile.mkdtemp(prefix="bench-autoscaling-"))
     from pharmacy_service.model.build import build
 
     build(work / "model")
     samples: list[Sample] = []
+    # The base Deployment's ConfigMap (k8s/base/kustomization.yaml), log level INFO included.
+    settings = {
+        "PHARMACY_PREDICT_THREADS": "64",
+        "PHARMACY_MAX_QUEUE": "256",
+        "PHARMACY_REQUEST_TIMEOUT": "30",
+        "PHARMACY_LOG_LEVEL": "INFO",
+    }
     with (
-        gemini_stub(phases[0][1]) as (_, stub_url),
-        pod(work / "model", stub_url, work) as (
-            base,
-            pid,
-        ),
+        stub_process(phases[0][1], work) as stub,
+        server(work / "model", stub, work, "pod", WORKERS, **settings) as pod,
     ):
+        base, pid = pod.base, pod.process.pid
         httpx.post(
             f"{base}/invocations",
             content=BODY,
@@ -202,7 +177,7 @@ def measure(rate: float, phases: list[tuple[float, float]]) -> list[Sample]:
             elapsed = time.monotonic() - started
             for change_at, latency in changes:
                 if change_at <= elapsed and latency != latency_now:
-                    httpx.post(f"{stub_url}/config", json={"latency_ms": latency}, timeout=5)
+                    stub.configure(latency_ms=latency)
                     latency_now = latency
             cpu_now, t_now = pod_cpu_seconds(pid), time.monotonic()
             text = httpx.get(f"{base}/metrics", timeout=5).text
@@ -349,10 +324,11 @@ def report(samples: list[Sample], counts: dict[str, list[int]], args: argparse.N
     lines = [
         "# Autoscaling replayed on real metrics (#21)",
         "",
-        f"`python bench/autoscaling.py --rate {args.rate:g} --phases {args.phases}`, "
+        f"`python -m bench.autoscaling --rate {args.rate:g} --phases {args.phases}`, "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, one run on this machine (2 cores, "
         "shared). One pod's worth of the real server with the base Deployment's settings "
-        f"(2 workers, 64 + 256 admitted per worker, the gemini backend against the project's "
+        f"(2 workers, 64 + 256 admitted per worker, log level INFO: an access line per request; "
+        "the gemini backend against the project's "
         f"stub), {args.rate:g} requests/s offered open-loop (one row each); the stub's latency "
         "steps 200 ms -> 5 s -> 200 ms. Every 5 s: the server's /metrics (in flight, shed) and "
         "the pod's CPU from /proc. The replica counts are a **simulation** of the HPA control "
