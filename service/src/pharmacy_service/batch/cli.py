@@ -142,7 +142,9 @@ def screened(spark: SparkSession, frame: DataFrame, model_uri: str, batch_rows: 
     and the model's fields empty."""
     from pyspark.sql import functions as F
 
-    prepared = frame.mapInPandas(prepare, PREPARED_SCHEMA)
+    # Kept once computed: both branches below read it, which would read the input and validate
+    # every row twice (freed with the session when the command ends).
+    prepared = frame.mapInPandas(prepare, PREPARED_SCHEMA).persist()
     udf = screening_udf(spark, model_uri, batch_rows=batch_rows)
     fields = result_type()
     good = (
