@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .knowledge import BUNDLED, KnowledgeBase, RuleSide
+from .knowledge import BUNDLED, KnowledgeBase, generics_covered
 from .resolve import Resolution, Resolver
 
 __all__ = [
@@ -90,18 +90,12 @@ def read_list(path: Path = LISTED) -> tuple[str, list[tuple[int, str]]]:
     return " ".join(comments), rows
 
 
-def _matches(side: RuleSide, generic: str, classes: frozenset[str]) -> bool:
-    if side.drug is not None:
-        return side.drug == generic
-    return side.class_ in classes and generic not in side.except_
-
-
 def _rules_by_generic(knowledge: KnowledgeBase) -> dict[str, frozenset[str]]:
+    classes = {c.id: c for c in knowledge.class_file.classes}
     found: dict[str, set[str]] = {generic: set() for generic in knowledge.drugs}
-    for generic, classes in knowledge.classes_of.items():
-        for rule in knowledge.rule_file.rules:
-            if _matches(rule.a, generic, classes) or _matches(rule.b, generic, classes):
-                found[generic].add(rule.id)
+    for rule in knowledge.rule_file.rules:
+        for generic in generics_covered(rule, classes):
+            found.setdefault(generic, set()).add(rule.id)
     return {generic: frozenset(ids) for generic, ids in found.items()}
 
 

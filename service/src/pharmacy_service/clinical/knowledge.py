@@ -40,6 +40,7 @@ __all__ = [
     "RuleFile",
     "RuleSide",
     "Severity",
+    "generics_covered",
 ]
 
 Severity = Literal["contraindicated", "major", "moderate", "minor"]
@@ -291,7 +292,7 @@ class KnowledgeBase:
                             f"rule {rule.id}: 'except' names non-members of {side.class_}: "
                             f"{outside}"
                         )
-            unknown = sorted(set(rule.advice_for) - _generics_covered(rule, classes))
+            unknown = sorted(set(rule.advice_for) - generics_covered(rule, classes))
             if unknown:
                 raise ValueError(
                     f"rule {rule.id}: advice_for names drugs it cannot match: {unknown}"
@@ -380,7 +381,9 @@ def ambiguous_label(entry: Ambiguous) -> str:
     return f"{entry.name.lower()} ({' or '.join(entry.candidates)})"
 
 
-def _generics_covered(rule: InteractionRule, classes: Mapping[str, DrugClass]) -> set[str]:
+def generics_covered(rule: InteractionRule, classes: Mapping[str, DrugClass]) -> set[str]:
+    """The generics a rule can fire on: each side's drug, or its class's members but those it
+    excepts."""
     covered: set[str] = set()
     for side in (rule.a, rule.b):
         if side.drug is not None:
