@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from pydantic import ValidationError
 
 from pharmacy_service.clinical import KnowledgeBase
 from pharmacy_service.clinical.coverage import (
@@ -15,12 +16,18 @@ from pharmacy_service.clinical.coverage import (
     LISTED,
     README,
     Coverage,
+    Statement,
     main,
     measure,
+    measure_beers,
+    measure_statements,
+    read_beers,
     read_list,
+    read_statements,
     render,
     updated_readme,
 )
+from pharmacy_service.clinical.knowledge import RuleFile
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +88,15 @@ def test_the_table_states_the_totals_and_the_gap_by_name(coverage: Coverage) -> 
         assert f"| {row.rank} | {row.name} | {row.bucket}" in section
         if row.bucket != "formulary":
             assert f"`{row.name}`" in section.split("| rank |")[0], row.name
-    assert "not measured yet" in section
+    statements = coverage.statements
+    covered = sum(item.covered for item in statements)
+    assert f"**{covered} of {len(statements)} covered**" in section
+    entries = coverage.beers
+    beers = sum(item.covered for item in entries)
+    assert f"**{beers} of {len(entries)} pairwise entries covered**" in section
+    for item in statements:
+        if not item.covered:
+            assert item.statement.text in section, item.name
 
 
 def test_formulary_drugs_are_screened_as_themselves(
@@ -104,3 +119,121 @@ def test_updating_keeps_the_rest_of_the_readme() -> None:
     assert "new" in second
     assert second.endswith("## After\n")
     assert second.startswith("# Title\n\nintro\n")
+
+
+def _without(knowledge: KnowledgeBase, *rule_ids: str) -> KnowledgeBase:
+    """The knowledge base with these rules taken out (the measure must notice)."""
+    rules = [r for r in knowledge.rule_file.rules if r.id not in rule_ids]
+    assert len(rules) == len(knowledge.rule_file.rules) - len(rule_ids)
+    rule_file = RuleFile(
+        version=knowledge.rule_file.version,
+        description=knowledge.rule_file.description,
+        rules=rules,
+    )
+    return KnowledgeBase(knowledge.drug_file, knowledge.class_file, rule_file, knowledge.lexicon)
+
+
+def test_every_listed_drug_has_its_label_statements_recorded() -> None:
+    statements = read_statements()
+    _, rows = read_list(LISTED)
+    assert [(d.rank, d.name) for d in statements.drugs] == rows
+    for drug in statements.drugs:
+        assert drug.label, drug.name
+        for statement in drug.statements:
+            if statement.checked is not None:
+                assert statement.checked.url.startswith("http"), statement
+                assert statement.checked.quote.strip(), statement
+
+
+def test_a_statement_is_covered_only_by_a_finding_as_severe_as_the_label(
+    coverage: Coverage, knowledge: KnowledgeBase
+) -> None:
+    tamoxifen = [s for s in coverage.statements if s.name == "tamoxifen"]
+    assert tamoxifen
+    assert all(s.covered for s in tamoxifen)
+    without = measure_statements(
+        _without(knowledge, "tamoxifen-vitamin-k-antagonist"), read_statements()
+    )
+    warfarin = next(
+        s for s in without if s.name == "tamoxifen" and "warfarin" in s.statement.partners
+    )
+    assert not warfarin.covered
+    assert next(p.why for p in warfarin.pairs if p.partner == "warfarin") == "no rule"
+    weaker = [
+        r.model_copy(update={"severity": "major"})
+        if r.id == "tamoxifen-vitamin-k-antagonist"
+        else r
+        for r in knowledge.rule_file.rules
+    ]
+    rule_file = knowledge.rule_file.model_copy(update={"rules": weaker})
+    downgraded = KnowledgeBase(
+        knowledge.drug_file, knowledge.class_file, rule_file, knowledge.lexicon
+    )
+    again = measure_statements(downgraded, read_statements())
+    warfarin = next(
+        s for s in again if s.name == "tamoxifen" and "warfarin" in s.statement.partners
+    )
+    assert not warfarin.covered
+    why = next(p.why for p in warfarin.pairs if p.partner == "warfarin")
+    assert why == "tamoxifen-vitamin-k-antagonist is major, the label says contraindicated"
+
+
+def test_a_partner_outside_the_formulary_is_a_gap_by_name(knowledge: KnowledgeBase) -> None:
+    statements = read_statements()
+    edited = statements.model_copy(
+        update={
+            "drugs": [
+                drug.model_copy(
+                    update={
+                        "statements": [
+                            Statement(
+                                section="4",
+                                text="Contraindicated with unobtainium.",
+                                partners=["unobtainium"],
+                                severity="contraindicated",
+                            )
+                        ]
+                    }
+                )
+                for drug in statements.drugs[:1]
+            ]
+        }
+    )
+    (item,) = measure_statements(knowledge, edited)
+    assert not item.covered
+    assert item.pairs[0].why == "unobtainium is not in the formulary"
+
+
+def test_a_statement_below_its_section_must_say_why() -> None:
+    with pytest.raises(ValidationError, match="must say why"):
+        Statement(section="4", text="Contraindicated with x.", partners=["x"], severity="major")
+    with pytest.raises(ValidationError, match="must say why"):
+        Statement(section="boxed", text="Boxed: with x.", partners=["x"], severity="moderate")
+    Statement(
+        section="boxed",
+        text="Boxed: with x.",
+        partners=["x"],
+        severity="moderate",
+        rated="the boxed warning concerns doses above replacement",
+    )
+
+
+def test_beers_entries_are_covered_by_rules_that_state_the_age(
+    coverage: Coverage, knowledge: KnowledgeBase
+) -> None:
+    assert coverage.beers
+    assert all(entry.covered for entry in coverage.beers)
+    for entry in coverage.beers:
+        for pair in entry.pairs:
+            rule = next(r for r in knowledge.rule_file.rules if r.id == pair.why.split(" ")[0])
+            assert rule.min_age == 65, rule.id
+            assert "65 and older" in rule.advice, rule.id
+            assert "Beers" in rule.source, rule.id
+    without = measure_beers(_without(knowledge, "beers-alpha1-blocker-loop-diuretic"), read_beers())
+    alpha = next(
+        e
+        for e in without
+        if e.entry.interacting == "Loop diuretics" and "Alpha-1" in e.entry.object
+    )
+    assert not alpha.covered
+    assert {p.why for p in alpha.pairs} == {"no rule"}

@@ -21,8 +21,10 @@ def test_the_bundled_files_are_the_four_documented_ones() -> None:
     folder = BUNDLED.drugs.parent
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
         "README.md",
+        "beers2023.json",
         "classes.json",
         "drugs.json",
+        "label_statements.json",
         "lexicon.tsv.gz",
         "rules.json",
         "top300.tsv",
@@ -258,6 +260,13 @@ def test_the_bundled_copy_loads(edited: Any) -> None:
         ),
         pytest.param(
             "rules",
+            lambda d: d["rules"][0].update(min_age=65),
+            ValidationError,
+            "must state the age",
+            id="an age-specific rule whose advice does not state the age",
+        ),
+        pytest.param(
+            "rules",
             lambda d: d["rules"].append(dict(d["rules"][0])),
             ValidationError,
             "duplicate rule ids",
@@ -315,3 +324,43 @@ def test_amlodipine_with_a_calcineurin_inhibitor_asks_for_trough_levels(
 ) -> None:
     advice = _advice(screener, "Norvasc 5 mg", f"{immunosuppressant} 1 mg po bid")
     assert f"{immunosuppressant} trough" in advice
+
+
+def _finding(screener: Screener, a: str, b: str) -> dict[str, Any]:
+    (finding,) = screener.screen([a, b]).findings
+    return finding.as_dict()
+
+
+def test_a_beers_rule_adds_its_age_advice_to_the_pairs_own_rule(screener: Screener) -> None:
+    shown = _finding(screener, "warfarin 5 mg daily", "amiodarone 200 mg daily")
+    assert shown["rule_id"] == "warfarin-amiodarone"
+    assert shown["severity"] == "major"
+    assert "Patients 65 and older (AGS Beers Criteria 2023): avoid when possible" in shown["advice"]
+    assert shown["advice"].index("65 and older") > 0, "the label's advice comes first"
+    assert "Coumadin" in shown["source"] or "warfarin" in shown["source"].lower()
+    assert "AGS Beers Criteria 2023" in shown["source"]
+
+
+def test_a_beers_rule_stands_alone_when_no_label_rule_matches(screener: Screener) -> None:
+    shown = _finding(screener, "doxazosin 4 mg qhs", "furosemide 40 mg daily")
+    assert shown["rule_id"] == "beers-alpha1-blocker-loop-diuretic"
+    assert shown["severity"] == "moderate"
+    assert shown["advice"].startswith("Patients 65 and older (AGS Beers Criteria 2023)")
+    # a selective alpha-1 blocker is not in the Beers row
+    assert screener.screen(["tamsulosin 0.4 mg", "furosemide 40 mg"]).findings == []
+
+
+def test_the_beers_warfarin_macrolide_row_excludes_azithromycin(screener: Screener) -> None:
+    assert "65 and older" in _finding(screener, "warfarin", "clarithromycin")["advice"]
+    assert "65 and older" not in _finding(screener, "warfarin", "azithromycin")["advice"]
+
+
+def test_two_strong_anticholinergics_are_flagged_for_older_adults(screener: Screener) -> None:
+    shown = _finding(screener, "oxybutynin 5 mg tid", "Benadryl 25 mg qhs")
+    assert shown["rule_id"] == "beers-anticholinergic-pair"
+    assert "65 and older" in shown["advice"]
+    # inhaled antimuscarinics are not in the Beers list of strong anticholinergics
+    assert all(
+        f.rule.id != "beers-anticholinergic-pair"
+        for f in screener.screen(["Spiriva 18 mcg inhaled daily", "oxybutynin 5 mg"]).findings
+    )

@@ -51,7 +51,7 @@ LOCAL_ROUTES: frozenset[str] = frozenset(get_args(LocalRoute))
 
 _Generic = Field(min_length=2, max_length=80, pattern=r"^[a-z0-9][a-z0-9 .,'-]*$")
 _Name = Field(min_length=2, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9 .,'/+()#&-]*$")
-_Source = Field(min_length=8, max_length=600)
+_Source = Field(min_length=8, max_length=1000)
 
 
 def _refuse_duplicates(what: str, ids: list[str]) -> None:
@@ -190,6 +190,22 @@ class InteractionRule(_Strict):
     """Advice for one member (keyed by generic) where the rule's advice does not fit it."""
     source: str = _Source
     sources_disagree: str | None = None
+    min_age: int | None = Field(default=None, ge=18, le=120)
+    """Set on a rule of an age-specific reference (the AGS Beers Criteria: 65). The screen does
+    not know the patient's age, so such a rule never stands in for the pair's own rule: its
+    advice, which states the age, is added to that rule's; it is shown alone only when no other
+    rule matches the pair."""
+
+    @model_validator(mode="after")
+    def _age_is_stated(self) -> InteractionRule:
+        if self.min_age is not None:
+            for text in (self.advice, *self.advice_for.values()):
+                if str(self.min_age) not in text:
+                    raise ValueError(
+                        f"rule {self.id}: the advice of a rule for patients aged "
+                        f"{self.min_age} and older must state the age: {text!r}"
+                    )
+        return self
 
     @property
     def specificity(self) -> int:
@@ -260,10 +276,16 @@ class KnowledgeBase:
     keys: Mapping[str, tuple[str, ...]] = field(init=False)
     """generic -> ("drug:<generic>", "class:<c>", ...), sorted: what a rule side can match."""
     rule_index: Mapping[tuple[str, str], tuple[InteractionRule, ...]] = field(init=False)
+    """(key, key) -> the rules for everyone (no ``min_age``) that name those sides."""
+    age_rule_index: Mapping[tuple[str, str], tuple[InteractionRule, ...]] = field(init=False)
+    """(key, key) -> the age-specific rules (``min_age`` set) that name those sides."""
     rank: Mapping[str, tuple[int, int, int, str]] = field(init=False)
     """rule id -> its sort key: when several rules match a pair, the smallest key explains it
     (the most severe, then the most specific, then the fewest drugs covered, then the id)."""
     _best: dict[tuple[str, str], InteractionRule | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _best_for_age: dict[tuple[str, str], InteractionRule | None] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
@@ -278,6 +300,7 @@ class KnowledgeBase:
                 classes_of[member].add(drug_class.id)
         used: set[str] = set()
         index: dict[tuple[str, str], list[InteractionRule]] = {}
+        age_index: dict[tuple[str, str], list[InteractionRule]] = {}
         for rule in self.rule_file.rules:
             for side in (rule.a, rule.b):
                 if side.drug is not None and side.drug not in drugs:
@@ -297,9 +320,10 @@ class KnowledgeBase:
                 raise ValueError(
                     f"rule {rule.id}: advice_for names drugs it cannot match: {unknown}"
                 )
-            index.setdefault((rule.a.key, rule.b.key), []).append(rule)
+            into = index if rule.min_age is None else age_index
+            into.setdefault((rule.a.key, rule.b.key), []).append(rule)
             if rule.a.key != rule.b.key:
-                index.setdefault((rule.b.key, rule.a.key), []).append(rule)
+                into.setdefault((rule.b.key, rule.a.key), []).append(rule)
         empty = sorted(c for c in used if not classes[c].members)
         if empty:
             raise ValueError(f"classes used by rules have no members: {empty}")
@@ -311,6 +335,7 @@ class KnowledgeBase:
             keys[ambiguous_label(entry)] = tuple(sorted(f"class:{c}" for c in shared))
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "rule_index", {k: tuple(v) for k, v in index.items()})
+        object.__setattr__(self, "age_rule_index", {k: tuple(v) for k, v in age_index.items()})
 
         def covered(side: RuleSide) -> int:
             if side.class_ is None:
@@ -342,23 +367,31 @@ class KnowledgeBase:
         )
 
     def best_rule(
-        self, a: str, b: str, excluded: frozenset[str] = frozenset()
+        self, a: str, b: str, excluded: frozenset[str] = frozenset(), *, for_age: bool = False
     ) -> InteractionRule | None:
-        """Among the rules matching the pair (but the ``excluded`` ids), the one with the
-        smallest rank key (memoised when nothing is excluded: the answer never changes)."""
+        """Among the rules for everyone (``for_age``: the age-specific rules) matching the pair,
+        but the ``excluded`` ids, the one with the smallest rank key (memoised when nothing is
+        excluded: the answer never changes)."""
+        index = self.age_rule_index if for_age else self.rule_index
         if excluded:
-            return self._find_best_rule(a, b, excluded)
+            return self._find_best_rule(index, a, b, excluded)
         pair = (a, b)
-        memo = self._best
+        memo = self._best_for_age if for_age else self._best
         if pair not in memo:
-            memo[pair] = memo[(b, a)] = self._find_best_rule(a, b, excluded)
+            memo[pair] = memo[(b, a)] = self._find_best_rule(index, a, b, excluded)
         return memo[pair]
 
-    def _find_best_rule(self, a: str, b: str, excluded: frozenset[str]) -> InteractionRule | None:
+    def _find_best_rule(
+        self,
+        index: Mapping[tuple[str, str], tuple[InteractionRule, ...]],
+        a: str,
+        b: str,
+        excluded: frozenset[str],
+    ) -> InteractionRule | None:
         best: InteractionRule | None = None
         for key_a in self.keys[a]:
             for key_b in self.keys[b]:
-                for rule in self.rule_index.get((key_a, key_b), ()):
+                for rule in index.get((key_a, key_b), ()):
                     if rule.id in excluded or not _applies(rule, key_a, a, key_b, b):
                         continue
                     if best is None or self.rank[rule.id] < self.rank[best.id]:
@@ -416,7 +449,8 @@ def unreachable_rules(knowledge: KnowledgeBase) -> list[str]:
     shown: set[str] = set()
     generics = sorted(knowledge.drugs)
     for a, b in combinations(generics, 2):
-        rule = knowledge.best_rule(a, b)
-        if rule is not None:
-            shown.add(rule.id)
+        for for_age in (False, True):
+            rule = knowledge.best_rule(a, b, for_age=for_age)
+            if rule is not None:
+                shown.add(rule.id)
     return sorted({r.id for r in knowledge.rule_file.rules} - shown)

@@ -58,10 +58,22 @@ class Finding:
     drug_a: str
     drug_b: str
     rule: InteractionRule
+    age_rule: InteractionRule | None = None
+    """An age-specific rule (AGS Beers Criteria) matching the pair beside ``rule``: its advice
+    and source are added to the rule's."""
 
     @property
     def advice(self) -> str:
-        return self.rule.advice_for_pair(self.drug_a, self.drug_b)
+        advice = self.rule.advice_for_pair(self.drug_a, self.drug_b)
+        if self.age_rule is None:
+            return advice
+        return f"{advice} {self.age_rule.advice_for_pair(self.drug_a, self.drug_b)}"
+
+    @property
+    def source(self) -> str:
+        if self.age_rule is None:
+            return self.rule.source
+        return f"{self.rule.source}; {self.age_rule.source}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +85,7 @@ class Finding:
             "advice": self.advice,
             "rule_id": self.rule.id,
             "basis": _BASIS[self.rule.specificity],
-            "source": self.rule.source,
+            "source": self.source,
         }
 
 
@@ -277,20 +289,29 @@ class Screener:
                 yield
             if _one_product(supplied_by[a], supplied_by[b], entries):
                 continue
-            rule = self._rule_for_forms(a, b, entries, supplied_by)
+            rule = self._rule_for_forms(a, b, entries, supplied_by, for_age=False)
+            age_rule = self._rule_for_forms(a, b, entries, supplied_by, for_age=True)
             if rule is not None:
-                findings.append(Finding(a, b, rule))
+                findings.append(Finding(a, b, rule, age_rule))
+            elif age_rule is not None:
+                findings.append(Finding(a, b, age_rule))
         # Most severe first; within a severity, the order of the input (stable sort).
         findings.sort(key=lambda f: -SEVERITY_RANK[f.rule.severity])
         return ScreeningResult(entries, generics, findings)
 
     def _rule_for_forms(
-        self, a: str, b: str, entries: list[Entry], supplied_by: dict[str, set[int]]
+        self,
+        a: str,
+        b: str,
+        entries: list[Entry],
+        supplied_by: dict[str, set[int]],
+        *,
+        for_age: bool,
     ) -> InteractionRule | None:
-        """The pair's rule, skipping rules about dose forms the patient does not take (solid
-        potassium chloride: not an oral solution)."""
+        """The pair's rule (``for_age``: its age-specific rule), skipping rules about dose
+        forms the patient does not take (solid potassium chloride: not an oral solution)."""
         excluded: frozenset[str] = frozenset()
-        while (rule := self.knowledge.best_rule(a, b, excluded)) is not None:
+        while (rule := self.knowledge.best_rule(a, b, excluded, for_age=for_age)) is not None:
             if all(
                 _takes_form(rule.side_for(g, self.knowledge.keys[g]), entries, supplied_by[g])
                 for g in (a, b)
