@@ -20,6 +20,7 @@ from pharmacy_service.clinical.coverage import (
     main,
     measure,
     measure_beers,
+    measure_combinations,
     measure_statements,
     read_beers,
     read_list,
@@ -237,3 +238,20 @@ def test_beers_entries_are_covered_by_rules_that_state_the_age(
     )
     assert not alpha.covered
     assert {p.why for p in alpha.pairs} == {"no rule"}
+
+
+def test_the_three_drug_beers_row_is_measured_on_example_lists(
+    coverage: Coverage, knowledge: KnowledgeBase
+) -> None:
+    (row,) = coverage.beers_combinations
+    assert row.covered
+    beers = read_beers()
+    two_only = beers.model_copy(
+        update={
+            "combinations": [
+                beers.combinations[0].model_copy(update={"examples": [["oxycodone", "sertraline"]]})
+            ]
+        }
+    )
+    (measured,) = measure_combinations(knowledge, two_only)
+    assert measured.missed == ("oxycodone + sertraline",)

@@ -364,3 +364,31 @@ def test_two_strong_anticholinergics_are_flagged_for_older_adults(screener: Scre
         f.rule.id != "beers-anticholinergic-pair"
         for f in screener.screen(["Spiriva 18 mcg inhaled daily", "oxybutynin 5 mg"]).findings
     )
+
+
+def test_three_cns_active_drugs_are_flagged_two_are_not(screener: Screener) -> None:
+    two = screener.screen(["oxycodone 5 mg q6h prn", "sertraline 50 mg"])
+    assert all(
+        "beers-three-or-more-cns-active" not in (f.rule.id, f.age_rule and f.age_rule.id)
+        for f in two.findings
+    )
+    three = screener.screen(["oxycodone 5 mg q6h prn", "sertraline 50 mg", "quetiapine 25 mg"])
+    pairs = {frozenset((f.drug_a, f.drug_b)): f for f in three.findings}
+    assert len(pairs) == 3
+    for finding in pairs.values():
+        assert "three or more CNS-active drugs" in finding.advice
+        assert "65 and older" in finding.advice
+    # the opioid with quetiapine keeps its own (boxed-warning) rule, the count adds its advice
+    opioid_quetiapine = pairs[frozenset(("oxycodone", "quetiapine"))]
+    assert opioid_quetiapine.rule.id == "opioid-cns-depressant"
+    assert opioid_quetiapine.age_rule is not None
+    assert opioid_quetiapine.age_rule.id == "beers-three-or-more-cns-active"
+
+
+def test_a_counting_rule_needs_one_class_on_both_sides(edited: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        rule = next(r for r in data["rules"] if r["id"] == "beers-three-or-more-cns-active")
+        rule["b"] = {"class": "nsaid", "except": []}
+
+    with pytest.raises(ValidationError, match="same class"):
+        KnowledgeBase.load(edited("rules", change))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Literal
 
@@ -83,7 +84,7 @@ class Coverage:
     beers: tuple[BeersCoverage, ...] = ()
     """The AGS Beers Criteria 2023 drug-drug interaction entries, measured."""
     beers_about: str = ""
-    beers_not_pairwise: tuple[str, ...] = ()
+    beers_combinations: tuple[CombinationCoverage, ...] = ()
 
     def in_bucket(self, bucket: Bucket) -> tuple[Row, ...]:
         return tuple(row for row in self.rows if row.bucket == bucket)
@@ -183,11 +184,21 @@ class BeersEntry(_Strict):
     checked: Checked | None = None
 
 
+class BeersCombination(_Strict):
+    """A row about a number of drugs taken together (three or more CNS-active drugs)."""
+
+    text: str
+    min_count: int = Field(ge=3)
+    examples: list[list[str]] = Field(min_length=1)
+    """Prescription lists of exactly ``min_count`` or more drugs of the row."""
+    checked: Checked | None = None
+
+
 class BeersFile(_Strict):
     table: str
     description: str
     entries: list[BeersEntry] = Field(min_length=1)
-    not_pairwise: list[str] = Field(default_factory=list)
+    combinations: list[BeersCombination] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +230,20 @@ class BeersCoverage:
     @property
     def covered(self) -> bool:
         return all(pair.covered for pair in self.pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class CombinationCoverage:
+    combination: BeersCombination
+    shown: tuple[tuple[str, ...], ...]
+    """For each example list, the ids of the age rules its findings carry."""
+    missed: tuple[str, ...]
+    """Examples in which a pair of the listed drugs carries no age rule, or no pair carries a
+    rule counting the drugs."""
+
+    @property
+    def covered(self) -> bool:
+        return not self.missed
 
 
 class _PairScreen:
@@ -300,6 +325,34 @@ def measure_statements(
     )
 
 
+def measure_combinations(
+    knowledge: KnowledgeBase, beers: BeersFile
+) -> tuple[CombinationCoverage, ...]:
+    """Every combination row, each example list screened: covered when every pair of the
+    listed drugs carries an age rule (the row's, or a more specific Beers row) and at least one
+    pair carries the row's counting rule."""
+    screener = Screener(knowledge)
+    measured: list[CombinationCoverage] = []
+    for combination in beers.combinations:
+        shown: list[tuple[str, ...]] = []
+        missed: list[str] = []
+        for example in combination.examples:
+            result = screener.screen(list(example))
+            ages = {
+                frozenset((f.drug_a, f.drug_b)): (f.age_rule or f.rule)
+                for f in result.findings
+                if (f.age_rule or f.rule).min_age is not None
+            }
+            ids = tuple(sorted({rule.id for rule in ages.values()}))
+            shown.append(ids)
+            pairs = len(list(combinations(result.medications_normalized, 2)))
+            counted = any(rule.min_count == combination.min_count for rule in ages.values())
+            if len(ages) < pairs or not counted:
+                missed.append(" + ".join(example))
+        measured.append(CombinationCoverage(combination, tuple(shown), tuple(missed)))
+    return tuple(measured)
+
+
 def _distinct_pairs(left: Sequence[str], right: Sequence[str]) -> list[tuple[str, str]]:
     """Each pair of two different drugs once (an entry may pair a class with itself)."""
     seen: set[frozenset[str]] = set()
@@ -379,7 +432,7 @@ def measure(
         statement_file.description,
         measure_beers(knowledge, beers_file),
         beers_file.description,
-        tuple(beers_file.not_pairwise),
+        measure_combinations(knowledge, beers_file),
     )
 
 
@@ -472,8 +525,13 @@ def _beers_summary(coverage: Coverage) -> list[str]:
         f"know the patient's age); {len(checked)} entries checked against text quoted on a "
         f"stored page, the rest from memory (`beers2023.json`, table below).",
     ]
-    for text in coverage.beers_not_pairwise:
-        lines.append(f"- Not covered, not a pair (the screen looks at pairs of drugs): {text}")
+    for item in coverage.beers_combinations:
+        state = "covered" if item.covered else "not covered: " + "; ".join(item.missed)
+        lines.append(
+            f"- The row about {item.combination.min_count} or more drugs taken together: "
+            f"{state} (each example list screened: every pair of its drugs carries a Beers "
+            f"rule, and the counting rule appears): {item.combination.text}"
+        )
     return lines
 
 

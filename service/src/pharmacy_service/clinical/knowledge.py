@@ -196,6 +196,19 @@ class InteractionRule(_Strict):
     advice, which states the age, is added to that rule's; it is shown alone only when no other
     rule matches the pair."""
 
+    min_count: int | None = Field(default=None, ge=3, le=10)
+    """Set on a rule whose two sides are the same class: it applies to a pair of the class's
+    members only when the patient takes at least this many of them (the AGS Beers Criteria:
+    three or more CNS-active drugs)."""
+
+    @model_validator(mode="after")
+    def _count_is_of_one_class(self) -> InteractionRule:
+        if self.min_count is not None and (
+            self.a.class_ is None or self.a.key != self.b.key or self.a.except_ != self.b.except_
+        ):
+            raise ValueError(f"rule {self.id}: min_count needs both sides to be the same class")
+        return self
+
     @model_validator(mode="after")
     def _age_is_stated(self) -> InteractionRule:
         if self.min_age is not None:

@@ -312,6 +312,9 @@ class Screener:
         forms the patient does not take (solid potassium chloride: not an oral solution)."""
         excluded: frozenset[str] = frozenset()
         while (rule := self.knowledge.best_rule(a, b, excluded, for_age=for_age)) is not None:
+            if rule.min_count is not None and self._taken(rule.a, supplied_by) < rule.min_count:
+                excluded |= {rule.id}
+                continue
             if all(
                 _takes_form(rule.side_for(g, self.knowledge.keys[g]), entries, supplied_by[g])
                 for g in (a, b)
@@ -389,6 +392,15 @@ class Screener:
             tuple(not_covered),
             tuple(local),
             route,
+        )
+
+    def _taken(self, side: RuleSide, supplied_by: dict[str, set[int]]) -> int:
+        """How many of the patient's drugs a class side matches."""
+        classes_of = self.knowledge.classes_of
+        return sum(
+            1
+            for generic in supplied_by
+            if side.class_ in classes_of.get(generic, ()) and generic not in side.except_
         )
 
     def _local_only(self, generic: str, route: str | None) -> bool:
