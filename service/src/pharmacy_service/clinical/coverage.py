@@ -130,7 +130,9 @@ class Checked(_Strict):
 class Statement(_Strict):
     """One drug-interaction statement of a label's section 4 or boxed warning."""
 
-    section: Literal["4", "boxed"]
+    section: Literal["4", "boxed", "7"]
+    """Section 4 (Contraindications), the boxed warning, or section 7 (Drug Interactions): for
+    section 7 only the statements that ask to avoid, change a dose or monitor."""
     text: str = Field(min_length=8)
     partner_group: str | None = None
     partners: list[str] = Field(min_length=1)
@@ -138,14 +140,17 @@ class Statement(_Strict):
     with the labelled drug to measure whether the rules cover the statement."""
     severity: Severity
     """What the rules must show: contraindicated for section 4, at least major for a boxed
-    warning, unless ``rated`` says why the statement asks for less."""
+    warning (unless ``rated`` says why the statement asks for less); for section 7, major or
+    moderate as the label's action warrants."""
     rated: str | None = None
+    disagree: str | None = None
+    """Where references disagree with the label's strength."""
     checked: Checked | None = None
     """None: written from memory of the label, not checked against its text."""
 
     @model_validator(mode="after")
     def _below_its_section_only_with_a_reason(self) -> Statement:
-        floor = "contraindicated" if self.section == "4" else "major"
+        floor = {"4": "contraindicated", "boxed": "major", "7": "moderate"}[self.section]
         if SEVERITY_RANK[self.severity] < SEVERITY_RANK[floor] and not self.rated:
             raise ValueError(
                 f"a section {self.section} statement rated {self.severity} (below {floor}) "
@@ -461,8 +466,9 @@ def render(coverage: Coverage) -> str:
         *_statement_summary(coverage),
         *_beers_summary(coverage),
         "",
-        "| rank | drug | status | screened as | rules | section 4 / boxed statements covered |",
-        "|---:|---|---|---|---:|---:|",
+        "| rank | drug | status | screened as | rules | section 4 / boxed covered "
+        "| section 7 covered |",
+        "|---:|---|---|---|---:|---:|---:|",
     ]
     by_drug: dict[int, list[StatementCoverage]] = {}
     for statement in coverage.statements:
@@ -475,9 +481,10 @@ def render(coverage: Coverage) -> str:
             status += f" ({', '.join(row.unread)} not read)"
         screened = ", ".join(row.screened) if row.screened else "-"
         mine = by_drug.get(row.rank, [])
-        labelled = f"{sum(s.covered for s in mine)} of {len(mine)}" if mine else "none"
+        major = _of([s for s in mine if s.statement.section != "7"])
+        seven = _of([s for s in mine if s.statement.section == "7"])
         lines.append(
-            f"| {row.rank} | {row.name} | {status} | {screened} | {row.rules} | {labelled} |"
+            f"| {row.rank} | {row.name} | {status} | {screened} | {row.rules} | {major} | {seven} |"
         )
     lines += _beers_table(coverage)
     lines += _compiled(coverage)
@@ -485,23 +492,29 @@ def render(coverage: Coverage) -> str:
     return "\n".join(lines)
 
 
+def _of(statements: Sequence[StatementCoverage]) -> str:
+    return f"{sum(s.covered for s in statements)} of {len(statements)}" if statements else "none"
+
+
 def _statement_summary(coverage: Coverage) -> list[str]:
-    statements = coverage.statements
-    covered = [s for s in statements if s.covered]
-    checked = [s for s in statements if s.statement.checked is not None]
-    rated = [s for s in statements if s.statement.rated]
+    major = [s for s in coverage.statements if s.statement.section != "7"]
     lines = [
-        f"- Label section 4 (contraindications) and boxed-warning drug-interaction statements "
-        f"of these drugs: **{len(covered)} of {len(statements)} covered**: every drug a "
-        f"statement names (or each common member of the class it names) screened with the "
-        f"labelled drug gives a finding at least as severe as the label asks: contraindicated "
-        f"for section 4, major for a boxed warning, or the lower severity a statement is "
-        f"rated at with its reason ({len(rated)}, listed below). {len(checked)} of the "
-        f"{len(statements)} statements were checked against label text quoted on a stored "
-        f"page, {len(statements) - len(checked)} are from memory of the labels "
-        f"(`label_statements.json`).",
+        "- Label section 4 (contraindications) and boxed-warning drug-interaction statements "
+        f"of these drugs: {_covered(major)}: every drug a statement names (or each common "
+        "member of the class it names) screened with the labelled drug gives a finding at "
+        "least as severe as the label asks: contraindicated for section 4, major for a boxed "
+        "warning, or the lower severity a statement is rated at with its reason "
+        f"({sum(1 for s in major if s.statement.rated)}, listed below). {_checked_count(major)}",
     ]
-    missing = [s for s in statements if not s.covered]
+    seven = [s for s in coverage.statements if s.statement.section == "7"]
+    if seven:
+        lines.append(
+            "- Section 7 (drug interactions) statements that ask to avoid a combination, change "
+            f"a dose or monitor: {_covered(seven)}: screened the same way, the finding at least "
+            f"as severe as the label's action (major: avoid; moderate: dose change or "
+            f"monitoring). {_checked_count(seven)}"
+        )
+    missing = [s for s in coverage.statements if not s.covered]
     if missing:
         lines.append(f"- Statements not covered ({len(missing)}):")
         for item in missing:
@@ -510,8 +523,25 @@ def _statement_summary(coverage: Coverage) -> list[str]:
     return lines
 
 
+def _covered(statements: Sequence[StatementCoverage]) -> str:
+    return f"**{sum(s.covered for s in statements)} of {len(statements)} covered**"
+
+
+def _checked_count(statements: Sequence[StatementCoverage]) -> str:
+    checked = sum(1 for s in statements if s.statement.checked is not None)
+    return (
+        f"{checked} of the {len(statements)} statements were checked against label text "
+        f"quoted on a stored page, {len(statements) - checked} are from memory of the labels "
+        "(`label_statements.json`)."
+    )
+
+
 def _section(item: StatementCoverage) -> str:
-    return "boxed warning" if item.statement.section == "boxed" else "section 4"
+    return (
+        "boxed warning"
+        if item.statement.section == "boxed"
+        else f"section {item.statement.section}"
+    )
 
 
 def _beers_summary(coverage: Coverage) -> list[str]:
