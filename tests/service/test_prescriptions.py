@@ -58,6 +58,25 @@ def test_common_safe_combinations_guard_against_false_alarms() -> None:
         assert len(case["screened"]) == len(case["medications"]), case["id"]
 
 
+_CASE_KEYS = {
+    "id",
+    "tags",
+    "medications",
+    "screened",
+    "interactions",
+    "unrecognized",
+    "not_covered",
+    "corrections",
+    "not_screened",
+    "duplicates",
+}
+
+
+def test_every_case_key_is_checked() -> None:
+    for case in CASES:
+        assert set(case) <= _CASE_KEYS, (case["id"], set(case) - _CASE_KEYS)
+
+
 def _pairs(items: list[list[str]]) -> dict[frozenset[str], str]:
     return {frozenset(item[:2]): item[2] for item in items}
 
@@ -77,6 +96,8 @@ def test_case(case: dict[str, Any], predictions: dict[str, dict[str, Any]]) -> N
     assert sorted(item["generic"] for item in row["not_screened"]) == sorted(
         case.get("not_screened", [])
     )
+    if "duplicates" in case:
+        assert {d["generic"]: d["inputs"] for d in row["duplicates"]} == case["duplicates"]
     highest = max(expected_pairs.values(), key=_SEVERITY_ORDER.index, default="none")
     assert row["highest_severity"] == highest
     assert row["counseling_note"].endswith(row["disclaimer"])

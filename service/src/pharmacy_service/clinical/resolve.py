@@ -169,6 +169,10 @@ class Unread:
 
 
 NOT_KNOWN = "not a drug name known here"
+ORGAN_WORDS = frozenset({"thyroid"})
+"""Drug names that are also the organ a drug treats (desiccated thyroid is sold as "Thyroid"):
+alone in parentheses after another drug ("Synthroid (thyroid)") they are a comment, not a
+second drug."""
 
 
 @dataclass(frozen=True, slots=True)

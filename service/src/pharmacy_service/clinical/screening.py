@@ -10,7 +10,7 @@ from typing import Any
 
 from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase, RuleSide
 from .medstrings import PARSED_FIELDS, ParsedMedication, parse_medication
-from .resolve import NOT_KNOWN, Resolution, Resolver, Unread
+from .resolve import NOT_KNOWN, ORGAN_WORDS, Resolution, Resolver, Unread, clean
 
 __all__ = [
     "MAX_FINDINGS",
@@ -337,6 +337,8 @@ class Screener:
         searched = False
         reason: str | None = None
         for position, name in enumerate(parsed.names):
+            if position != 0 and clean(name) in ORGAN_WORDS:
+                continue  # "Synthroid (thyroid)": the organ, not desiccated thyroid
             found = self.resolver.lookup(name, allow_typo=False, allow_partial=position == 0)
             if isinstance(found, Unread):
                 if position != 0:
