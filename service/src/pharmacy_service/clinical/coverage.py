@@ -85,6 +85,9 @@ class Coverage:
     """The AGS Beers Criteria 2023 drug-drug interaction entries, measured."""
     beers_about: str = ""
     beers_combinations: tuple[CombinationCoverage, ...] = ()
+    rule_sources: tuple[int, int, int] = (0, 0, 0)
+    """Rules whose source says it was checked against label text, says it was written from
+    memory, and says neither (the rules of earlier rounds, audited in a separate pass)."""
 
     def in_bucket(self, bucket: Bucket) -> tuple[Row, ...]:
         return tuple(row for row in self.rows if row.bucket == bucket)
@@ -438,7 +441,15 @@ def measure(
         measure_beers(knowledge, beers_file),
         beers_file.description,
         measure_combinations(knowledge, beers_file),
+        _rule_sources(knowledge),
     )
+
+
+def _rule_sources(knowledge: KnowledgeBase) -> tuple[int, int, int]:
+    sources = [rule.source.lower() for rule in knowledge.rule_file.rules]
+    checked = sum(1 for s in sources if "checked against" in s)
+    memory = sum(1 for s in sources if "written from memory" in s)
+    return checked, memory, len(sources) - checked - memory
 
 
 def _names(rows: Sequence[Row]) -> str:
@@ -463,6 +474,7 @@ def render(coverage: Coverage) -> str:
         f"- {len(unknown)} unknown (not read as any drug): {_names(unknown)}.",
         f"- In the formulary but no rule fires on them ({len(without_rules)}): "
         f"{_names(without_rules)}.",
+        _rules_summary(coverage),
         *_statement_summary(coverage),
         *_beers_summary(coverage),
         "",
@@ -490,6 +502,16 @@ def render(coverage: Coverage) -> str:
     lines += _compiled(coverage)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _rules_summary(coverage: Coverage) -> str:
+    checked, memory, earlier = coverage.rule_sources
+    return (
+        f"- Rules: {checked + memory + earlier}; {checked} say they were checked against label "
+        f"text quoted on a stored page (the page is named), {memory} say they were written from "
+        f"memory of the label, {earlier} (earlier rounds, audited in a separate pass) say "
+        "neither."
+    )
 
 
 def _of(statements: Sequence[StatementCoverage]) -> str:
