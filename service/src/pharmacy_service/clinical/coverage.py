@@ -81,6 +81,7 @@ class Coverage:
     statements: tuple[StatementCoverage, ...] = ()
     """The section 4 / boxed-warning statements of the listed drugs' labels, measured."""
     statements_about: str = ""
+    statements_dropped: tuple[DroppedStatement, ...] = ()
     beers: tuple[BeersCoverage, ...] = ()
     """The AGS Beers Criteria 2023 drug-drug interaction entries, measured."""
     beers_about: str = ""
@@ -171,9 +172,20 @@ class LabelledDrug(_Strict):
     note: str | None = None
 
 
+class DroppedStatement(_Strict):
+    """A statement a review took out (a partner the label does not mean, a dose cap misread as
+    an interaction), kept with the reason."""
+
+    rank: int
+    name: str
+    text: str
+    why: str = Field(min_length=8)
+
+
 class StatementFile(_Strict):
     description: str
     drugs: list[LabelledDrug]
+    dropped: list[DroppedStatement] = Field(default_factory=list)
 
 
 class BeersEntry(_Strict):
@@ -438,6 +450,7 @@ def measure(
         tuple(rows),
         measure_statements(knowledge, statement_file),
         statement_file.description,
+        tuple(statement_file.dropped),
         measure_beers(knowledge, beers_file),
         beers_file.description,
         measure_combinations(knowledge, beers_file),
@@ -535,6 +548,11 @@ def _statement_summary(coverage: Coverage) -> list[str]:
             f"a dose or monitor: {_covered(seven)}: screened the same way, the finding at least "
             f"as severe as the label's action (major: avoid; moderate: dose change or "
             f"monitoring). {_checked_count(seven)}"
+        )
+    if coverage.statements_dropped:
+        lines.append(
+            f"- {len(coverage.statements_dropped)} statements were taken out on review, each "
+            "with the reason (`dropped` in `label_statements.json`)."
         )
     missing = [s for s in coverage.statements if not s.covered]
     if missing:
