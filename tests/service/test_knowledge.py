@@ -392,3 +392,31 @@ def test_a_counting_rule_needs_one_class_on_both_sides(edited: Any) -> None:
 
     with pytest.raises(ValidationError, match="same class"):
         KnowledgeBase.load(edited("rules", change))
+
+
+@pytest.mark.parametrize(
+    ("local", "partner", "shown"),
+    [
+        ("MetroGel-Vaginal 1 applicator qhs", "warfarin 5 mg", "warfarin-metronidazole"),
+        ("MetroGel-Vaginal 1 applicator qhs", "lithium 300 mg tid", None),
+        ("metronidazole 500 mg bid", "lithium 300 mg tid", "metronidazole-lithium"),
+        ("Monistat 7 vaginal cream", "warfarin 5 mg", "warfarin-miconazole"),
+        ("Monistat 7 vaginal cream", "glipizide 5 mg", None),
+        ("timolol 0.5% eye drops 1 gtt OU bid", "verapamil 240 mg", "beta-blocker-ccb-nondhp"),
+        ("timolol 0.5% eye drops 1 gtt OU bid", "olanzapine 10 mg", None),
+    ],
+)
+def test_a_local_product_is_screened_only_against_what_its_label_names(
+    screener: Screener, local: str, partner: str, shown: str | None
+) -> None:
+    findings = screener.screen([local, partner]).findings
+    assert [f.rule.id for f in findings] == ([shown] if shown else [])
+
+
+def test_local_route_partners_must_name_known_drugs_or_classes(edited: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        drug = next(d for d in data["drugs"] if d["generic"] == "miconazole")
+        drug["local_route_partners"]["vaginal"].append("class:unobtainium")
+
+    with pytest.raises(ValueError, match="unobtainium"):
+        KnowledgeBase.load(edited("drugs", change))

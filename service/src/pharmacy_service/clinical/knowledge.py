@@ -70,6 +70,19 @@ class DrugEntry(_Strict):
     synonyms: list[str] = Field(default_factory=list)
     local_routes_screened: dict[LocalRoute, str] = Field(default_factory=dict)
     """Local routes still screened as systemic exposure, each with the label's words."""
+    local_route_partners: dict[LocalRoute, list[str]] = Field(default_factory=dict)
+    """For a local route screened: the drugs (``drug:<generic>``) and classes (``class:<id>``)
+    its label names; the local product is screened against those only. A route not listed is
+    screened against everything (a gel for systemic testosterone replacement)."""
+
+    @model_validator(mode="after")
+    def _partners_for_screened_routes(self) -> DrugEntry:
+        unscreened = sorted(set(self.local_route_partners) - set(self.local_routes_screened))
+        if unscreened:
+            raise ValueError(
+                f"{self.generic}: local_route_partners for routes not screened: {unscreened}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _names_are_valid(self) -> DrugEntry:
@@ -337,6 +350,16 @@ class KnowledgeBase:
             into.setdefault((rule.a.key, rule.b.key), []).append(rule)
             if rule.a.key != rule.b.key:
                 into.setdefault((rule.b.key, rule.a.key), []).append(rule)
+        for drug in self.drug_file.drugs:
+            for route, partners in drug.local_route_partners.items():
+                for key in partners:
+                    kind, _, name = key.partition(":")
+                    known = drugs if kind == "drug" else classes if kind == "class" else {}
+                    if name not in known:
+                        raise ValueError(
+                            f"{drug.generic}: local_route_partners[{route}] names {key!r}, "
+                            "not a drug or class of the knowledge base"
+                        )
         empty = sorted(c for c in used if not classes[c].members)
         if empty:
             raise ValueError(f"classes used by rules have no members: {empty}")

@@ -283,12 +283,18 @@ class Screener:
             for generic in entry.screened:
                 supplied_by.setdefault(generic, set()).add(index)
         generics = list(supplied_by)
+        limited = self._limited(entries, supplied_by)
+        keys = self.knowledge.keys
         findings: list[Finding] = []
         for n, (a, b) in enumerate(combinations(generics, 2), 1):
             if n % _PAIRS_PER_STEP == 0:
                 yield
             if _one_product(supplied_by[a], supplied_by[b], entries):
                 continue
+            if (a in limited and limited[a].isdisjoint(keys[b])) or (
+                b in limited and limited[b].isdisjoint(keys[a])
+            ):
+                continue  # vaginal metronidazole: its label names warfarin and disulfiram only
             rule = self._rule_for_forms(a, b, entries, supplied_by, for_age=False)
             age_rule = self._rule_for_forms(a, b, entries, supplied_by, for_age=True)
             if rule is not None:
@@ -395,6 +401,26 @@ class Screener:
             tuple(local),
             route,
         )
+
+    def _limited(
+        self, entries: list[Entry], supplied_by: dict[str, set[int]]
+    ) -> dict[str, frozenset[str]]:
+        """Generics taken only by a local route whose label names the drugs it interacts with:
+        generic -> the rule keys (``drug:...``, ``class:...``) it is screened against."""
+        limited: dict[str, frozenset[str]] = {}
+        for generic, sources in supplied_by.items():
+            drug = self.knowledge.drugs.get(generic)
+            if drug is None or not drug.local_route_partners:
+                continue
+            allowed: set[str] = set()
+            for index in sources:
+                partners = drug.local_route_partners.get(entries[index].route or "")
+                if partners is None:
+                    break  # taken by a route screened against everything
+                allowed.update(partners)
+            else:
+                limited[generic] = frozenset(allowed)
+        return limited
 
     def _taken(self, side: RuleSide, supplied_by: dict[str, set[int]]) -> int:
         """How many of the patient's drugs a class side matches."""
