@@ -414,7 +414,10 @@ class Screener:
                 continue
             allowed: set[str] = set()
             for index in sources:
-                partners = drug.local_route_partners.get(entries[index].route or "")
+                route = entries[index].route
+                partners = next(
+                    (keys for r, keys in drug.local_route_partners.items() if r == route), None
+                )
                 if partners is None:
                     break  # taken by a route screened against everything
                 allowed.update(partners)
