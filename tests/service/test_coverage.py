@@ -260,3 +260,16 @@ def test_the_three_drug_beers_row_is_measured_on_example_lists(
     )
     (measured,) = measure_combinations(knowledge, two_only)
     assert measured.missed == ("oxycodone + sertraline",)
+
+
+def test_rules_are_counted_by_how_their_source_was_read(
+    coverage: Coverage, knowledge: KnowledgeBase
+) -> None:
+    checked, memory, earlier = coverage.rule_sources
+    rules = knowledge.rule_file.rules
+    assert checked + memory + earlier == len(rules)
+    # "Written from memory ..., not checked against it" is memory, never checked
+    assert memory == sum("written from memory" in rule.source.lower() for rule in rules)
+    tamoxifen = next(r for r in rules if r.id == "tamoxifen-vitamin-k-antagonist")
+    assert "Checked against" in tamoxifen.source
+    assert checked >= 1

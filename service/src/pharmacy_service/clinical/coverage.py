@@ -460,8 +460,9 @@ def measure(
 
 def _rule_sources(knowledge: KnowledgeBase) -> tuple[int, int, int]:
     sources = [rule.source.lower() for rule in knowledge.rule_file.rules]
-    checked = sum(1 for s in sources if "checked against" in s)
+    # "Written from memory of the label text, not checked against it": memory, not checked
     memory = sum(1 for s in sources if "written from memory" in s)
+    checked = sum(1 for s in sources if "written from memory" not in s and "checked against" in s)
     return checked, memory, len(sources) - checked - memory
 
 
