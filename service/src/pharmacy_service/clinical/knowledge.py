@@ -300,6 +300,8 @@ class KnowledgeBase:
     classes_of: Mapping[str, frozenset[str]] = field(init=False)
     """generic -> the ids of its classes."""
     keys: Mapping[str, tuple[str, ...]] = field(init=False)
+    candidates: Mapping[str, frozenset[str]] = field(init=False)
+    """An ambiguous name's label -> the generics it could be."""
     """generic -> ("drug:<generic>", "class:<c>", ...), sorted: what a rule side can match."""
     rule_index: Mapping[tuple[str, str], tuple[InteractionRule, ...]] = field(init=False)
     """(key, key) -> the rules for everyone (no ``min_age``) that name those sides."""
@@ -366,9 +368,12 @@ class KnowledgeBase:
         object.__setattr__(self, "drugs", drugs)
         object.__setattr__(self, "classes_of", {g: frozenset(c) for g, c in classes_of.items()})
         keys = {g: (f"drug:{g}", *sorted(f"class:{c}" for c in classes_of[g])) for g in drugs}
+        candidates: dict[str, frozenset[str]] = {}
         for entry in self.drug_file.ambiguous:  # screened for what every candidate shares
             shared = frozenset.intersection(*(frozenset(classes_of[c]) for c in entry.candidates))
             keys[ambiguous_label(entry)] = tuple(sorted(f"class:{c}" for c in shared))
+            candidates[ambiguous_label(entry)] = frozenset(entry.candidates)
+        object.__setattr__(self, "candidates", candidates)
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "rule_index", {k: tuple(v) for k, v in index.items()})
         object.__setattr__(self, "age_rule_index", {k: tuple(v) for k, v in age_index.items()})
@@ -417,6 +422,24 @@ class KnowledgeBase:
             memo[pair] = memo[(b, a)] = self._find_best_rule(index, a, b, excluded)
         return memo[pair]
 
+    def _applies(self, rule: InteractionRule, key_a: str, a: str, key_b: str, b: str) -> bool:
+        """The rule matches drug ``a`` (through ``key_a``) and ``b`` (through ``key_b``) on one
+        of its orientations, with each side's ``except`` list honoured (an ambiguous name is
+        excepted only when every drug it could be is)."""
+        forward = rule.a.key == key_a and rule.b.key == key_b
+        if forward and not self._excepted(a, rule.a) and not self._excepted(b, rule.b):
+            return True
+        backward = rule.b.key == key_a and rule.a.key == key_b
+        return backward and not self._excepted(b, rule.a) and not self._excepted(a, rule.b)
+
+    def _excepted(self, generic: str, side: RuleSide) -> bool:
+        if not side.except_:
+            return False
+        could_be = self.candidates.get(generic)
+        if could_be is None:
+            return generic in side.except_
+        return could_be <= set(side.except_)
+
     def _find_best_rule(
         self,
         index: Mapping[tuple[str, str], tuple[InteractionRule, ...]],
@@ -428,21 +451,11 @@ class KnowledgeBase:
         for key_a in self.keys[a]:
             for key_b in self.keys[b]:
                 for rule in index.get((key_a, key_b), ()):
-                    if rule.id in excluded or not _applies(rule, key_a, a, key_b, b):
+                    if rule.id in excluded or not self._applies(rule, key_a, a, key_b, b):
                         continue
                     if best is None or self.rank[rule.id] < self.rank[best.id]:
                         best = rule
         return best
-
-
-def _applies(rule: InteractionRule, key_a: str, a: str, key_b: str, b: str) -> bool:
-    """The rule matches drug ``a`` (through ``key_a``) and ``b`` (through ``key_b``) on one of
-    its orientations, with each side's ``except`` list honoured."""
-    forward = rule.a.key == key_a and rule.b.key == key_b
-    if forward and a not in rule.a.except_ and b not in rule.b.except_:
-        return True
-    backward = rule.b.key == key_a and rule.a.key == key_b
-    return backward and b not in rule.a.except_ and a not in rule.b.except_
 
 
 def ambiguous_label(entry: Ambiguous) -> str:
