@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from pharmacy_service.clinical import KnowledgeBase
+from pharmacy_service.clinical import KnowledgeBase, Screener
 from pharmacy_service.clinical.coverage import (
     BEGIN,
     BUCKETS,
@@ -158,7 +158,7 @@ def test_a_statement_is_covered_only_by_a_finding_as_severe_as_the_label(
     assert tamoxifen
     assert all(s.covered for s in tamoxifen)
     without = measure_statements(
-        _without(knowledge, "tamoxifen-vitamin-k-antagonist"), read_statements()
+        Screener(_without(knowledge, "tamoxifen-vitamin-k-antagonist")), read_statements()
     )
     warfarin = next(
         s for s in without if s.name == "tamoxifen" and "warfarin" in s.statement.partners
@@ -175,7 +175,7 @@ def test_a_statement_is_covered_only_by_a_finding_as_severe_as_the_label(
     downgraded = KnowledgeBase(
         knowledge.drug_file, knowledge.class_file, rule_file, knowledge.lexicon
     )
-    again = measure_statements(downgraded, read_statements())
+    again = measure_statements(Screener(downgraded), read_statements())
     warfarin = next(
         s for s in again if s.name == "tamoxifen" and "warfarin" in s.statement.partners
     )
@@ -205,7 +205,7 @@ def test_a_partner_outside_the_formulary_is_a_gap_by_name(knowledge: KnowledgeBa
             ]
         }
     )
-    (item,) = measure_statements(knowledge, edited)
+    (item,) = measure_statements(Screener(knowledge), edited)
     assert not item.covered
     assert item.pairs[0].why == "unobtainium is not in the formulary"
 
@@ -235,7 +235,9 @@ def test_beers_entries_are_covered_by_rules_that_state_the_age(
             assert rule.min_age == 65, rule.id
             assert "65 and older" in rule.advice, rule.id
             assert "Beers" in rule.source, rule.id
-    without = measure_beers(_without(knowledge, "beers-alpha1-blocker-loop-diuretic"), read_beers())
+    without = measure_beers(
+        Screener(_without(knowledge, "beers-alpha1-blocker-loop-diuretic")), read_beers()
+    )
     alpha = next(
         e
         for e in without
@@ -258,7 +260,7 @@ def test_the_three_drug_beers_row_is_measured_on_example_lists(
             ]
         }
     )
-    (measured,) = measure_combinations(knowledge, two_only)
+    (measured,) = measure_combinations(Screener(knowledge), two_only)
     assert measured.missed == ("oxycodone + sertraline",)
 
 

@@ -231,10 +231,7 @@ class PairCheck:
 
 
 @dataclass(frozen=True, slots=True)
-class StatementCoverage:
-    rank: int
-    name: str
-    statement: Statement
+class _PairsMeasured:
     pairs: tuple[PairCheck, ...]
 
     @property
@@ -243,20 +240,20 @@ class StatementCoverage:
 
 
 @dataclass(frozen=True, slots=True)
-class BeersCoverage:
-    entry: BeersEntry
-    pairs: tuple[PairCheck, ...]
+class StatementCoverage(_PairsMeasured):
+    rank: int
+    name: str
+    statement: Statement
 
-    @property
-    def covered(self) -> bool:
-        return all(pair.covered for pair in self.pairs)
+
+@dataclass(frozen=True, slots=True)
+class BeersCoverage(_PairsMeasured):
+    entry: BeersEntry
 
 
 @dataclass(frozen=True, slots=True)
 class CombinationCoverage:
     combination: BeersCombination
-    shown: tuple[tuple[str, ...], ...]
-    """For each example list, the ids of the age rules its findings carry."""
     missed: tuple[str, ...]
     """Examples in which a pair of the listed drugs carries no age rule, or no pair carries a
     rule counting the drugs."""
@@ -266,24 +263,35 @@ class CombinationCoverage:
         return not self.missed
 
 
+def _read(resolver: Resolver, name: str) -> tuple[list[str], list[str], list[str]]:
+    """A listed name's ingredients ("; "-separated), read as a prescription's name would be
+    without the typo search: the formulary generics, the real drugs outside it (an ambiguous
+    name counts as one), and the ingredients read as no drug."""
+    screened: list[str] = []
+    not_covered: list[str] = []
+    unread: list[str] = []
+    for ingredient in (part.strip() for part in name.split(";")):
+        found = resolver.lookup(ingredient, allow_typo=False, allow_partial=False)
+        if not isinstance(found, Resolution):
+            unread.append(ingredient)
+        elif found.method == "ambiguous" or not found.generics:
+            not_covered.extend(found.not_covered or (ingredient,))
+        else:
+            screened.extend(found.generics)
+            not_covered.extend(found.not_covered)
+    return screened, not_covered, unread
+
+
 class _PairScreen:
     """Screens two medication names as a prescription list and reports the pair's finding."""
 
-    def __init__(self, knowledge: KnowledgeBase) -> None:
-        self.screener = Screener(knowledge)
-        self.resolver = self.screener.resolver
+    def __init__(self, screener: Screener) -> None:
+        self.screener = screener
 
     def generics(self, name: str) -> tuple[str, ...] | None:
         """The formulary generics of every ingredient, or None if one is not screened."""
-        found: list[str] = []
-        for ingredient in (part.strip() for part in name.split(";")):
-            resolution = self.resolver.lookup(ingredient, allow_typo=False, allow_partial=False)
-            if not isinstance(resolution, Resolution) or resolution.method == "ambiguous":
-                return None
-            if not resolution.generics or resolution.not_covered:
-                return None
-            found.extend(resolution.generics)
-        return _unique(found)
+        screened, not_covered, unread = _read(self.screener.resolver, name)
+        return None if not_covered or unread else _unique(screened)
 
     def check(self, drug: str, partner: str, wanted: Severity, age_rule: bool) -> PairCheck | None:
         """Whether screening ``drug`` with ``partner`` shows a finding at least ``wanted``
@@ -326,16 +334,16 @@ def read_beers(path: Path = BEERS) -> BeersFile:
 
 
 def measure_statements(
-    knowledge: KnowledgeBase, statements: StatementFile
+    screener: Screener, statements: StatementFile
 ) -> tuple[StatementCoverage, ...]:
-    """Every section 4 / boxed-warning statement, each partner screened with its drug."""
-    screen = _PairScreen(knowledge)
+    """Every label statement, each partner screened with its drug."""
+    screen = _PairScreen(screener)
     return tuple(
         StatementCoverage(
-            drug.rank,
-            drug.name,
-            statement,
-            _checked(
+            rank=drug.rank,
+            name=drug.name,
+            statement=statement,
+            pairs=_checked(
                 screen.check(drug.name, partner, statement.severity, age_rule=False)
                 for partner in statement.partners
             ),
@@ -345,16 +353,12 @@ def measure_statements(
     )
 
 
-def measure_combinations(
-    knowledge: KnowledgeBase, beers: BeersFile
-) -> tuple[CombinationCoverage, ...]:
+def measure_combinations(screener: Screener, beers: BeersFile) -> tuple[CombinationCoverage, ...]:
     """Every combination row, each example list screened: covered when every pair of the
     listed drugs carries an age rule (the row's, or a more specific Beers row) and at least one
     pair carries the row's counting rule."""
-    screener = Screener(knowledge)
     measured: list[CombinationCoverage] = []
     for combination in beers.combinations:
-        shown: list[tuple[str, ...]] = []
         missed: list[str] = []
         for example in combination.examples:
             result = screener.screen(list(example))
@@ -363,13 +367,11 @@ def measure_combinations(
                 for f in result.findings
                 if (f.age_rule or f.rule).min_age is not None
             }
-            ids = tuple(sorted({rule.id for rule in ages.values()}))
-            shown.append(ids)
             pairs = len(list(combinations(result.medications_normalized, 2)))
             counted = any(rule.min_count == combination.min_count for rule in ages.values())
             if len(ages) < pairs or not counted:
                 missed.append(" + ".join(example))
-        measured.append(CombinationCoverage(combination, tuple(shown), tuple(missed)))
+        measured.append(CombinationCoverage(combination, tuple(missed)))
     return tuple(measured)
 
 
@@ -386,14 +388,14 @@ def _distinct_pairs(left: Sequence[str], right: Sequence[str]) -> list[tuple[str
     return pairs
 
 
-def measure_beers(knowledge: KnowledgeBase, beers: BeersFile) -> tuple[BeersCoverage, ...]:
+def measure_beers(screener: Screener, beers: BeersFile) -> tuple[BeersCoverage, ...]:
     """Every Beers entry, each example pair screened: covered when the finding carries the
     Beers rule (whose advice states the age)."""
-    screen = _PairScreen(knowledge)
+    screen = _PairScreen(screener)
     return tuple(
         BeersCoverage(
-            entry,
-            _checked(
+            entry=entry,
+            pairs=_checked(
                 screen.check(a, b, "minor", age_rule=True)
                 for a, b in _distinct_pairs(entry.object_examples, entry.interacting_examples)
             ),
@@ -411,23 +413,12 @@ def measure(
     """Every listed drug, read by the resolver, in its bucket with its rule count; every
     label statement and Beers entry screened."""
     knowledge = knowledge if knowledge is not None else KnowledgeBase.load()
-    resolver = Resolver(knowledge)
+    screener = Screener(knowledge)
     rules = _rules_by_generic(knowledge)
     source, listed_rows = read_list(listed)
     rows: list[Row] = []
     for rank, name in listed_rows:
-        screened: list[str] = []
-        not_covered: list[str] = []
-        unread: list[str] = []
-        for ingredient in (part.strip() for part in name.split(";")):
-            found = resolver.lookup(ingredient, allow_typo=False, allow_partial=False)
-            if not isinstance(found, Resolution):
-                unread.append(ingredient)
-            elif found.method == "ambiguous" or not found.generics:
-                not_covered.extend(found.not_covered or (ingredient,))
-            else:
-                screened.extend(found.generics)
-                not_covered.extend(found.not_covered)
+        screened, not_covered, unread = _read(screener.resolver, name)
         bucket: Bucket = (
             "unknown" if unread else "recognised, not covered" if not_covered else "formulary"
         )
@@ -448,12 +439,12 @@ def measure(
     return Coverage(
         source,
         tuple(rows),
-        measure_statements(knowledge, statement_file),
+        measure_statements(screener, statement_file),
         statement_file.description,
         tuple(statement_file.dropped),
-        measure_beers(knowledge, beers_file),
+        measure_beers(screener, beers_file),
         beers_file.description,
-        measure_combinations(knowledge, beers_file),
+        measure_combinations(screener, beers_file),
         _rule_sources(knowledge),
     )
 

@@ -300,9 +300,9 @@ class KnowledgeBase:
     classes_of: Mapping[str, frozenset[str]] = field(init=False)
     """generic -> the ids of its classes."""
     keys: Mapping[str, tuple[str, ...]] = field(init=False)
+    """generic -> ("drug:<generic>", "class:<c>", ...), sorted: what a rule side can match."""
     candidates: Mapping[str, frozenset[str]] = field(init=False)
     """An ambiguous name's label -> the generics it could be."""
-    """generic -> ("drug:<generic>", "class:<c>", ...), sorted: what a rule side can match."""
     rule_index: Mapping[tuple[str, str], tuple[InteractionRule, ...]] = field(init=False)
     """(key, key) -> the rules for everyone (no ``min_age``) that name those sides."""
     age_rule_index: Mapping[tuple[str, str], tuple[InteractionRule, ...]] = field(init=False)
