@@ -368,7 +368,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
             "frequency": "weekly",
         },
     ),
-    # Latin and fractional counts; "iv" is a count only before a dose form or another route
+    # Latin and fractional counts; "iv" is a count only before a dose form
     (
         "lisinopril 10 mg i po qd",
         {
@@ -649,17 +649,36 @@ def test_generated_sigs_read_strength_per_quantity_and_counts(
     assert {k: got[k] for k in ("name", *_EMPTY)} == {**_EMPTY, **expected}, text
 
 
-@given(
-    st.sampled_from(["i", "ii", "iii"]),
-    st.sampled_from(sorted({**_SIG_ROUTES, **_SIG_FREQUENCIES, "prn": None})),
-)
+@pytest.mark.parametrize("numeral", ["i", "ii", "iii"])
+@pytest.mark.parametrize("after", sorted({**_SIG_ROUTES, **_SIG_FREQUENCIES, "prn": None}))
 def test_a_latin_numeral_before_a_route_or_frequency_is_a_count(numeral: str, after: str) -> None:
     parsed = parse_medication(f"lisinopril 10 mg {numeral} {after}")
     assert parsed.dose_count == _COUNTS[numeral][1]
     assert parsed.dose == _COUNTS[numeral][0]
 
 
-@given(st.sampled_from(["", "q8h", "q12h", "daily", "bid", "over 30 min", "push"]))
-def test_iv_before_no_dose_form_or_other_route_is_the_route(after: str) -> None:
-    parsed = parse_medication(f"vancomycin 1 g iv {after}".strip())
+@pytest.mark.parametrize(
+    "after", ["", "q8h", "q12h", "daily", "bid", "over 30 min", "push", "po", "PO q8h prn"]
+)
+def test_iv_before_no_dose_form_is_the_route(after: str) -> None:
+    # "iv po": intravenous or by mouth, not four tablets
+    parsed = parse_medication(f"ondansetron 4 mg iv {after}".strip())
     assert (parsed.route, parsed.dose, parsed.dose_count) == ("intravenous", None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("Factor II IV", "Factor II"), ("Vitamin D ii daily", "Vitamin D ii"), ("ii po bid", "ii")],
+)
+def test_a_latin_numeral_without_a_strength_or_dose_form_is_part_of_the_name(
+    text: str, name: str
+) -> None:
+    parsed = parse_medication(text)
+    assert (parsed.names[0], parsed.dose, parsed.dose_count) == (name, None, None)
+
+
+def test_a_slash_between_two_amounts_is_not_a_concentration() -> None:
+    # "5 mg / 325 mg": two ingredients' strengths, not mg per 325
+    parsed = parse_medication("Norco 5 mg / 325 mg tab")
+    assert (parsed.strength, parsed.unit, parsed.strength_per) == ("5", "mg", None)
+    assert "325" in (parsed.sig or "")

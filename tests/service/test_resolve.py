@@ -250,6 +250,16 @@ def test_a_route_or_form_word_chooses_the_route_specific_product(
     assert (entry.screened, entry.local, entry.route) == (screened, local, route)
 
 
+def test_a_misspelling_read_as_a_route_specific_product_is_reported_as_a_correction(
+    screener: Screener,
+) -> None:
+    result = screener.screen(["selegilne 6 mg/24 hr patch"])
+    (entry,) = result.entries
+    assert entry.screened == ("selegiline transdermal",)
+    assert [c["input"] for c in result.corrections] == ["selegilne"]
+    assert result.corrections[0]["generics"] == ["selegiline transdermal"]
+
+
 def test_transdermal_selegiline_written_out_gets_the_patch_contraindications(
     screener: Screener,
 ) -> None:

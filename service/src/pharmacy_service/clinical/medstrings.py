@@ -267,7 +267,9 @@ _UNICODE_FRACTION = re.compile("[" + "".join(_UNICODE_FRACTIONS) + "]")
 _FRACTION = re.compile(r"^(\d)/(\d)$")
 # "10 mg / 5 mL": the slash of a concentration or a rate, written with spaces, closed up.
 _SPACED_PER = re.compile(
-    r"(\d\s*(?:units?|mcg|µg|ug|mg|gm|g|meq|mmol|iu|ml)\b)\s*/\s*", re.IGNORECASE
+    r"(\d\s*(?:units?|mcg|µg|ug|mg|gm|g|meq|mmol|iu|ml)\b)\s*/"
+    r"(?!\s*\d*\.?\d*\s*(?:units?|mcg|µg|ug|mg|gm|g|meq|mmol|iu)\b)\s*",  # not "5 mg / 325 mg"
+    re.IGNORECASE,
 )
 _EVERY_N_HOURS = re.compile(r"\bevery\s+(\d+(?:\s*-\s*\d+)?)\s*(?:hours?|hrs?|h)\b", re.IGNORECASE)
 _Q_HOURS = re.compile(r"^q(\d+(?:-\d+)?)(h|hr|hrs|hours?)$")
@@ -599,8 +601,9 @@ def _latin_count(tokens: list[str], i: int, found: dict[str, Any]) -> int | None
     """A tablet count in Latin numerals after the name: ``i po qd``, ``ii tabs``, ``i ss tab``
     (one and a half), ``ss tab`` after a strength (a half). Read as a count only where it is
     one: before a dose form, a route, a frequency or "prn", or at the end after a dose form;
-    ``iv`` only before a dose form or a route other than itself (``iv q8h`` is intravenous).
-    Returns the tokens used, or ``None`` when the word is not a count here."""
+    ``iv`` only before a dose form (``iv q8h`` is intravenous, ``iv po`` is "IV or PO"); a
+    count without a dose form after it only after a strength (``Factor II IV``, ``vitamin D ii``
+    are names). Returns the tokens used, or ``None`` when the word is not a count here."""
     token = tokens[i].lower()
     if "dose" in found:
         return None
@@ -624,18 +627,17 @@ def _latin_count(tokens: list[str], i: int, found: dict[str, Any]) -> int | None
         _record_dose(found, written, count, nxt)
         return j - i + 1
     previous = tokens[i - 1].lower() if i > 0 else None
+    if token == "iv":
+        return None
     if nxt is None:
-        counts = token != "iv" and previous in _FORMS
-    elif token == "iv":
-        counts = nxt in _ROUTES and _ROUTES[nxt] != "intravenous"
+        counts = previous in _FORMS
     else:
-        counts = (
+        counts = "strength" in found and (
             nxt in _ROUTES or nxt in _FREQUENCY or nxt in _PRN or _Q_HOURS.match(nxt) is not None
         )
     if not counts:
         return None
-    found["dose"] = written
-    found["dose_count"] = count
+    _record_dose(found, written, count, None)
     return j - i
 
 

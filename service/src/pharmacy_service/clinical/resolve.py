@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -295,12 +295,11 @@ class Resolver:
                         continue
                     if known.generics == found.generics and known.route == found.route:
                         return None  # the same drug by the same route: nothing to change
-                    return Resolution(
-                        found.name,
-                        known.generics,
-                        (),
-                        known.method,
-                        found.confidence,
+                    return replace(  # a misspelling stays a correction, reported as one
+                        found,
+                        generics=known.generics,
+                        not_covered=(),
+                        method="typo" if found.method == "typo" else known.method,
                         read_as=candidate,
                         route=known.route,
                     )
