@@ -216,10 +216,7 @@ def test_the_gemini_session_of_each_loop_is_closed_when_that_loop_ends(stub: Stu
     assert len(notes) == 13
     assert all(note.startswith("Stub answer") for note in notes)
     assert stub.stats.connections >= 5  # a connection per loop, at least
-    deadline = time.monotonic() + 5
-    while stub.open_connections and time.monotonic() < deadline:
-        time.sleep(0.05)  # the stub sees each close on its own loop
-    assert stub.open_connections == 0
+    wait_for(lambda: stub.open_connections == 0)  # the stub sees each close on its own loop
 
 
 @pytest.mark.parametrize(("trust_env", "source"), [("false", "llm"), ("true", "fallback")])
@@ -250,7 +247,7 @@ def test_gemini_keeps_one_client_and_session_across_model_loads(
     monkeypatch.setenv("PHARMACY_LLM_BACKEND", "gemini")
     monkeypatch.setenv("GEMINI_BASE_URL", stub_base_url("gemini", stub.port or 0))
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    clients: set[int] = set()
+    clients: list[Any] = []
     with warnings.catch_warnings(record=True) as caught, capture_asyncio_errors() as errors:
         warnings.simplefilter("always")
         for load in range(5):
@@ -259,13 +256,14 @@ def test_gemini_keeps_one_client_and_session_across_model_loads(
             sources = model.predict(frame)["note_source"].tolist()
             assert sources == ["llm"] * 3
             backend = model.unwrap_python_model().pipeline.backend
-            clients.add(id(AsyncExecutor.run_async(backend._client)))
+            clients.append(AsyncExecutor.run_async(backend._client))
             del model, backend
             gc.collect()
     unclosed = [str(w.message) for w in caught if "Unclosed" in str(w.message)]
     assert unclosed == []
     assert [e for e in errors if "Unclosed" in e or "destroyed" in e] == []
-    assert len(clients) == 1
+    assert len(clients) == 5
+    assert all(client is clients[0] for client in clients)
     assert len(llm._gemini_sessions) == 1
     assert stub.stats.apis == {"gemini": 15}
     assert stub.stats.connections == 3  # the first load's three concurrent calls, reused
@@ -298,11 +296,19 @@ def test_closing_one_model_leaves_another_in_the_process_working(
     assert stub.stats.connections == opened  # the same client's connections
     assert stub.open_connections > 0
     AsyncExecutor.run_async(second.unwrap_python_model().aclose, timeout=5)
-    assert len(llm._gemini_sessions) == 0
+    assert _clients_held(backend) == 0
     wait_for(lambda: stub.open_connections == 0)
     third = load_model(backend)
     assert third.predict(frame)["note_source"].tolist() == ["llm"] * 4
     assert stub.stats.connections > opened
+
+
+def _clients_held(backend: str) -> int:
+    """The clients the backend's process-wide registry holds."""
+    if backend == "gemini":
+        return len(llm._gemini_sessions)
+    slot = llm._openai if backend == "openai" else llm._anthropic
+    return len(slot._clients)
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:

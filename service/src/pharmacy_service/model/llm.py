@@ -311,8 +311,10 @@ class _GeminiSessions:
             return len(self._sessions)
 
     async def client(self, backend: GeminiBackend) -> Any:
+        """This loop's client for the backend's settings, the backend counted among its users
+        (called once per backend and loop: the backend keeps what it gets)."""
         loop = asyncio.get_running_loop()
-        key = (_settings_key(backend.settings), loop)
+        key = (backend.settings_key, loop)
         with self._lock:
             held = self._sessions.get(key)
             if held is None:
@@ -372,8 +374,10 @@ class _GeminiSessions:
         with self._lock:
             unused = []
             for key, held in list(self._sessions.items()):
+                if key[0] != backend.settings_key:
+                    continue  # a backend only uses sessions of its own settings
                 held.users.discard(backend)
-                if not held.users and _settings_key(backend.settings) == key[0]:
+                if not held.users:
                     unused.append((key[1], held))
                     del self._sessions[key]
         here = asyncio.get_running_loop()
@@ -411,34 +415,45 @@ class GeminiBackend:
     which lives as long as that loop runs: a task on the loop holds it and closes it there
     when the loop shuts down (``asyncio.run`` and the executor's loop cancel every task as
     they end) or when the last backend using it is closed (:meth:`aclose`). Older SDKs get the
-    process's one client, which manages its own sessions."""
+    process's client for these settings, which manages its own sessions. The backend keeps the
+    client it got per loop, so a call does no registry work."""
 
     name = "gemini"
 
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
+        self.settings_key = _settings_key(settings)
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         require_sdk("gemini", "google.genai", "gemini")
         # Import the SDK (and build the process's client, for SDKs that manage their own
         # session) on the loading thread: doing it inside the first call would block the loop.
         from google.genai import types
 
         self._own_session = gemini_takes_a_session()
+        self._shared: Any = None
         if self._own_session:
             import aiohttp  # noqa: F401 - imported here, not on the loop
         else:
-            _gemini.get(settings, self)
+            self._shared = _gemini.get(settings, self)
         self._config = types.GenerateContentConfig(
             system_instruction=SYSTEM_INSTRUCTION, temperature=0.2, max_output_tokens=400
         )
 
     async def _client(self) -> Any:
-        if not self._own_session:
-            return _gemini.get(self.settings, self)
-        return await _gemini_sessions.client(self)
+        if self._shared is not None:
+            return self._shared
+        loop = asyncio.get_running_loop()
+        client = self._by_loop.get(loop)
+        if client is None:
+            client = self._by_loop[loop] = await _gemini_sessions.client(self)
+        return client
 
     async def aclose(self) -> None:
         """Stop using the process's sessions: those no other backend uses are closed, this
         loop's now, the others' on their own loops."""
+        self._by_loop.clear()
         if self._own_session:
             await _gemini_sessions.release(self)
         else:
@@ -467,15 +482,16 @@ class OpenAIBackend:
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
         require_sdk("openai", "openai", "openai")
-        _openai.get(settings, self)  # import and build on the loading thread, not in the first call
+        # Import and build on the loading thread, not in the first call; kept: no registry
+        # work per call.
+        self._client = _openai.get(settings, self)
 
     async def aclose(self) -> None:
         await _openai.release(self.settings, self)
 
     async def note(self, prompt: str) -> str:
-        client = _openai.get(self.settings, self)
         async with asyncio.timeout(self.settings.timeout):
-            response = await client.chat.completions.create(
+            response = await self._client.chat.completions.create(
                 model=self.settings.model,
                 messages=[
                     {"role": "system", "content": SYSTEM_INSTRUCTION},
@@ -499,15 +515,14 @@ class AnthropicBackend:
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
         require_sdk("anthropic", "anthropic", "anthropic")
-        _anthropic.get(settings, self)
+        self._client = _anthropic.get(settings, self)
 
     async def aclose(self) -> None:
         await _anthropic.release(self.settings, self)
 
     async def note(self, prompt: str) -> str:
-        client = _anthropic.get(self.settings, self)
         async with asyncio.timeout(self.settings.timeout):
-            response = await client.messages.create(
+            response = await self._client.messages.create(
                 model=self.settings.model,
                 system=SYSTEM_INSTRUCTION,
                 messages=[{"role": "user", "content": prompt}],
