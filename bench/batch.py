@@ -29,11 +29,11 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import httpx
 import pandas as pd
@@ -142,18 +142,9 @@ def measured(name: str, rows: int, exclude: frozenset[int], job: Callable[[], Co
     return run
 
 
-@contextmanager
-def model_env(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def model_env(**values: str) -> Any:
+    """The model's settings for one run (the environment, restored after)."""
+    return patch.dict(os.environ, values)
 
 
 def spark_runs(
@@ -174,7 +165,7 @@ def spark_runs(
         frames[rows] = frame
 
     def screen(rows: int) -> Counter[str]:
-        udf = screening_udf(spark, model)
+        udf = screening_udf(spark, model, batch_rows=REQUEST_ROWS)
         result = frames[rows].select(udf("patient_id", "medications", "question").alias("r"))
         counted = result.groupBy("r.note_source").count().collect()
         return Counter({row["note_source"]: row["count"] for row in counted})
@@ -415,7 +406,7 @@ def render(runs: list[Run], args: argparse.Namespace, total: float) -> str:
             f"{per_batch:.2f} s per batch per core. The rest ({per_batch - rounds * UPSTREAM_MS / 1000:.2f} s) "
             "is the batch's own work (Arrow, screening, the SDK's calls, the UDF's plumbing), "
             "which in a task runs before and after the batch's LLM wait, not beside it: "
-            f"{llm.rate:.0f} rows/s of the {args.concurrency * CORES / (UPSTREAM_MS / 1000):.0f} "
+            f"{llm.rate:.0f} rows/s of the {llm.ideal or 0:.0f} "
             "the concurrency allows.",
             "",
             f"The model without the LLM scores {template.rate:.0f} rows/s on {CORES} cores, "
