@@ -427,12 +427,14 @@ class KnowledgeBase:
         of its orientations, with each side's ``except`` list honoured (an ambiguous name is
         excepted only when every drug it could be is)."""
         forward = rule.a.key == key_a and rule.b.key == key_b
-        if forward and not self._excepted(a, rule.a) and not self._excepted(b, rule.b):
+        if forward and not self.excepted(a, rule.a) and not self.excepted(b, rule.b):
             return True
         backward = rule.b.key == key_a and rule.a.key == key_b
-        return backward and not self._excepted(b, rule.a) and not self._excepted(a, rule.b)
+        return backward and not self.excepted(b, rule.a) and not self.excepted(a, rule.b)
 
-    def _excepted(self, generic: str, side: RuleSide) -> bool:
+    def excepted(self, generic: str, side: RuleSide) -> bool:
+        """``generic`` is excepted from the side (an ambiguous name: when every drug it could
+        be is)."""
         if not side.except_:
             return False
         could_be = self.candidates.get(generic)

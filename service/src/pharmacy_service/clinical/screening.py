@@ -6,9 +6,16 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, cast
 
-from .knowledge import LOCAL_ROUTES, SEVERITY_RANK, InteractionRule, KnowledgeBase, RuleSide
+from .knowledge import (
+    LOCAL_ROUTES,
+    SEVERITY_RANK,
+    InteractionRule,
+    KnowledgeBase,
+    LocalRoute,
+    RuleSide,
+)
 from .medstrings import PARSED_FIELDS, ParsedMedication, parse_medication
 from .resolve import NOT_KNOWN, ORGAN_WORDS, Resolution, Resolver, Unread, clean
 
@@ -414,10 +421,7 @@ class Screener:
                 continue
             allowed: set[str] = set()
             for index in sources:
-                route = entries[index].route
-                partners = next(
-                    (keys for r, keys in drug.local_route_partners.items() if r == route), None
-                )
+                partners = drug.local_route_partners.get(cast(LocalRoute, entries[index].route))
                 if partners is None:
                     break  # taken by a route screened against everything
                 allowed.update(partners)
@@ -426,12 +430,13 @@ class Screener:
         return limited
 
     def _taken(self, side: RuleSide, supplied_by: dict[str, set[int]]) -> int:
-        """How many of the patient's drugs a class side matches."""
-        classes_of = self.knowledge.classes_of
+        """How many of the patient's drugs a class side matches (as a pair's side is matched:
+        through the drug's keys, ``except`` honoured)."""
+        knowledge = self.knowledge
         return sum(
             1
             for generic in supplied_by
-            if side.class_ in classes_of.get(generic, ()) and generic not in side.except_
+            if side.key in knowledge.keys[generic] and not knowledge.excepted(generic, side)
         )
 
     def _local_only(self, generic: str, route: str | None) -> bool:
