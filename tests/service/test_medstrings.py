@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pharmacy_service.clinical.medstrings import parse_medication
@@ -555,6 +555,7 @@ def test_medication_strings_parse_into_their_fields(text: str, expected: dict[st
     }
 
 
+@settings(deadline=None)  # correctness, not speed: bench/screening.py measures that
 @given(st.text(max_size=200))
 def test_any_string_parses_without_raising_and_keeps_its_text(text: str) -> None:
     parsed = parse_medication(text)
@@ -640,6 +641,7 @@ def _sigs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     return " ".join(words), expected
 
 
+@settings(deadline=None)
 @given(_sigs())
 def test_generated_sigs_read_strength_per_quantity_and_counts(
     sig: tuple[str, dict[str, Any]],
